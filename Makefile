@@ -1,0 +1,35 @@
+# The two commands of the README. Both install and start whatever they need.
+SHELL := /bin/bash
+ENV := . scripts/env.sh &&
+
+.PHONY: run test setup lint hdfs-up hdfs-down docker-up bench clean
+
+setup:
+	scripts/setup
+
+run: setup
+	$(ENV) scripts/docker-up >/dev/null
+	$(ENV) python scripts/run_daily.py $(if $(DAY),--day $(DAY)) $(if $(ROWS),--rows $(ROWS))
+
+test: setup
+	$(ENV) scripts/docker-up
+	$(ENV) ruff check .
+	$(ENV) python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(ENV) ruff check .
+
+hdfs-up: setup
+	scripts/hdfs-up
+
+hdfs-down:
+	scripts/hdfs-down
+
+docker-up: setup
+	scripts/docker-up
+
+bench: setup
+	$(ENV) python bench/dag_parse.py
+
+clean:
+	rm -rf var

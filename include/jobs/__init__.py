@@ -1,0 +1,1 @@
+"""Thin entry points (`main(argv)`) for spark-submit, training processes and scripts."""

@@ -1,0 +1,40 @@
+"""Write sample raw partitions: `python -m jobs.generate_raw --day 2026-11-25 [--days 3]`."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from dataclasses import asdict
+
+from tfship.config import Settings
+from tfship.days import parse_day
+from tfship.sampledata import write_day
+from tfship.storage import open_storage
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Generate one or more consecutive days ending at --day and print a JSON line per day."""
+    settings = Settings.from_env()
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--day", required=True, type=parse_day, help="last day to write, YYYY-MM-DD")
+    parser.add_argument("--days", type=int, default=1, help="how many days ending at --day")
+    parser.add_argument("--rows", type=int, default=10_000)
+    parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--bad-fraction", type=float, default=0.01)
+    parser.add_argument("--root", default=settings.storage_root, help="storage root URI")
+    parser.add_argument("--dataset", default=settings.dataset)
+    args = parser.parse_args(argv)
+    storage = open_storage(args.root, settings.webhdfs_endpoints, settings.hdfs_user)
+    for offset in range(args.days - 1, -1, -1):
+        day = args.day - dt.timedelta(days=offset)
+        summary = write_day(
+            storage, day, dataset=args.dataset, rows=args.rows, shards=args.shards, bad_fraction=args.bad_fraction
+        )
+        print(json.dumps(asdict(summary) | {"valid_rows": summary.valid_rows}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

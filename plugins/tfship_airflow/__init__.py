@@ -1,0 +1,1 @@
+"""Airflow adapters of tfship: sensors, narrow operators and callbacks over the library."""

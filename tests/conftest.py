@@ -1,0 +1,94 @@
+"""Shared fixtures: storage roots on local disk and on a real HDFS, a real Docker engine.
+
+A real part that cannot start fails the tests that need it, saying what and why. A developer
+may set TFSHIP_ALLOW_SKIP=hdfs,docker,spark to skip them instead; CI (CI=true) never skips.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from harness import PartUnavailable
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
+
+
+def _skip_allowed(part: str) -> bool:
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        return False
+    return part in {p.strip() for p in os.environ.get("TFSHIP_ALLOW_SKIP", "").split(",")}
+
+
+def require_part(part: str, start: Callable[[], T]) -> T:
+    """Start a real part or fail (skip only where a developer asked for it)."""
+    try:
+        return start()
+    except PartUnavailable as err:
+        if _skip_allowed(part):
+            pytest.skip(f"{part} unavailable and TFSHIP_ALLOW_SKIP names it: {err}")
+        pytest.fail(f"{part} did not start: {err}", pytrace=False)
+
+
+@pytest.fixture
+def local_storage(tmp_path: Path):
+    """A fresh file:// storage root."""
+    from tfship.storage import LocalStorage
+
+    root = tmp_path / "storage"
+    root.mkdir()
+    return LocalStorage(f"file://{root}")
+
+
+@pytest.fixture(scope="session")
+def hdfs_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """One real MiniDFSCluster (NameNode + DataNode) for the whole session."""
+    from harness.hdfs import MiniHdfs
+
+    cluster = MiniHdfs(tmp_path_factory.mktemp("hdfs"))
+    require_part("hdfs", cluster.start)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def hdfs_storage(hdfs_cluster, request: pytest.FixtureRequest):
+    """A fresh hdfs:// storage root on the session's cluster, spoken to over WebHDFS."""
+    from tfship.storage import WebHdfsStorage
+
+    root = f"{hdfs_cluster.rpc_uri}/tests/{request.node.name.replace('[', '_').replace(']', '')}"
+    storage = WebHdfsStorage(root, [hdfs_cluster.webhdfs_url], user=os.environ.get("USER", "root"))
+    storage.delete("", recursive=True)
+    storage.makedirs("")
+    return storage
+
+
+@pytest.fixture(scope="session")
+def docker_base_url() -> str:
+    """The address of a Docker engine that answers (started here if none did)."""
+    from harness.docker_engine import ensure_engine
+
+    return require_part("docker", ensure_engine)
+
+
+@pytest.fixture(scope="session")
+def spark_submit() -> str:
+    """pyspark's own spark-submit, checked to run (Java present)."""
+
+    def check() -> str:
+        binary = shutil.which("spark-submit")
+        if not binary:
+            raise PartUnavailable("spark-submit is not on PATH (is the venv's bin on PATH?)")
+        done = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise PartUnavailable(f"spark-submit --version failed: {done.stderr[-1500:]}")
+        return binary
+
+    return require_part("spark", check)
