@@ -23,10 +23,17 @@ from tfship.storage import storage_from_settings
 DAG_ID = "tfship_daily"
 
 
-def _airflow_json(*args: str) -> list[dict]:
-    done = subprocess.run(["airflow", *args, "-o", "json"], capture_output=True, text=True, check=True)
-    start = done.stdout.find("[")
-    return json.loads(done.stdout[start:]) if start >= 0 else []
+def _latest_run() -> tuple[str, str, dict[str, str]]:
+    """Run id, state and task states of the newest run, read from the metadata DB."""
+    from airflow.models import DagRun, TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        run = session.query(DagRun).filter(DagRun.dag_id == DAG_ID).order_by(DagRun.id.desc()).first()
+        if run is None:
+            return "?", "not created", {}
+        tasks = session.query(TaskInstance).filter(TaskInstance.dag_id == DAG_ID, TaskInstance.run_id == run.run_id)
+        return run.run_id, str(run.state), {ti.task_id: str(ti.state) for ti in tasks}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,16 +58,14 @@ def main(argv: list[str] | None = None) -> int:
             ["airflow", "dags", "test", DAG_ID, "-c", json.dumps({"day": args.day.isoformat()})],
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
-    runs = _airflow_json("dags", "list-runs", DAG_ID)
-    run = max(runs, key=lambda r: r.get("run_after") or "") if runs else {}
-    states = _airflow_json("tasks", "states-for-dag-run", DAG_ID, run["run_id"]) if run else []
+    run_id, run_state, task_states = _latest_run()
 
     print("\n=== tfship daily run ===")
     print(f"partition      {summary.uri}")
     print(f"rows           {summary.rows} generated, {summary.valid_rows} valid, malformed {summary.malformed}")
-    print(f"dag run        {run.get('run_id', '?')}: {run.get('state', 'unknown')}")
-    for task in states:
-        print(f"  {task.get('task_id', '?'):<24} {task.get('state')}")
+    print(f"dag run        {run_id}: {run_state}")
+    for task_id, state in task_states.items():
+        print(f"  {task_id:<24} {state}")
     print(f"storage root   {settings.storage_root}")
     print(f"airflow log    {log_path}")
     print("Later stages (preprocess, train, publish, deploy, canary) are not built yet.")
