@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import DAG, CronDataIntervalTimetable, Param, task
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, task
 
-from tfship.config import Settings
+from tfship.config import PROJECT_ROOT, SPARK_CONN_ID, Settings
 from tfship_airflow.sensors import PartitionReadySensor
 
 SETTINGS = Settings.from_env()
+DAY = "{{ ti.xcom_pull(task_ids='resolve_day') }}"
+# Named by its URI: one asset per storage root, so a test root never collides with production's.
+FEATURES = Asset(uri=f"{SETTINGS.storage_root}/features/{SETTINGS.dataset}", extra={"partitioned_by": "dt"})
 
 DOC = """
 ### tfship_daily
@@ -32,6 +36,16 @@ with DAG(
             title="Day D",
             description="The partition day (YYYY-MM-DD) for a manual run; scheduled runs use their data interval.",
         ),
+        "eval_share": Param(0.1, type="number", exclusiveMinimum=0, exclusiveMaximum=0.5, title="Eval share"),
+        "train_shards": Param(4, type="integer", minimum=1, maximum=1024, title="Train TFRecord shards"),
+        "max_quarantine_share": Param(
+            0.05,
+            type="number",
+            minimum=0,
+            maximum=1,
+            title="Max quarantine share",
+            description="validate_features fails when more than this share of the day's rows was quarantined.",
+        ),
     },
     doc_md=DOC,
     tags=["tfship", "training", "serving"],
@@ -48,11 +62,57 @@ with DAG(
 
     wait_for_raw = PartitionReadySensor(
         task_id="wait_for_raw",
-        day="{{ ti.xcom_pull(task_ids='resolve_day') }}",
+        day=DAY,
         mode="reschedule",
         poke_interval=SETTINGS.raw_poke_interval_s,
         timeout=SETTINGS.raw_wait_timeout_s,
         retries=0,
     )
 
-    day >> wait_for_raw
+    @task
+    def package_library() -> str:
+        """The library as a content-addressed zip on the storage root, for the Spark executors."""
+        from tfship.packaging import publish_library_zip
+        from tfship.storage import storage_from_settings
+
+        return publish_library_zip(storage_from_settings(Settings.from_env()))
+
+    library_zip = package_library()
+
+    preprocess = SparkSubmitOperator(
+        task_id="preprocess",
+        conn_id=SPARK_CONN_ID,
+        application=str(PROJECT_ROOT / "include" / "jobs" / "preprocess.py"),
+        py_files="{{ ti.xcom_pull(task_ids='package_library') }}",
+        name="tfship-preprocess-{{ ti.xcom_pull(task_ids='resolve_day') }}",
+        application_args=[
+            "--day",
+            DAY,
+            "--storage-root",
+            SETTINGS.storage_root,
+            "--webhdfs-endpoints",
+            ";".join(SETTINGS.webhdfs_endpoints),
+            "--hdfs-user",
+            SETTINGS.hdfs_user,
+            "--dataset",
+            SETTINGS.dataset,
+            "--eval-share",
+            "{{ params.eval_share }}",
+            "--train-shards",
+            "{{ params.train_shards }}",
+        ],
+        conf={"spark.ui.showConsoleProgress": "false"},
+    )
+
+    @task(outlets=[FEATURES])
+    def validate_features(day: str, params=None, outlet_events=None) -> dict:
+        """Refuse a day with no valid rows or too much quarantine; return its stats."""
+        from tfship_airflow.features import validate_day_features
+
+        stats, summary = validate_day_features(day, max_quarantine_share=float(params["max_quarantine_share"]))
+        outlet_events[FEATURES].extra = {"day": day, **summary}
+        return stats
+
+    day >> wait_for_raw >> preprocess
+    library_zip >> preprocess
+    preprocess >> validate_features(day)

@@ -16,7 +16,9 @@ from pathlib import Path
 
 from tfship.config import Settings
 from tfship.days import parse_day
-from tfship.paths import raw_dir
+from tfship.errors import TfshipError
+from tfship.paths import features_dir, quarantine_dir, raw_dir
+from tfship.preprocess import read_stats
 from tfship.sampledata import write_day
 from tfship.storage import storage_from_settings
 
@@ -66,9 +68,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"dag run        {run_id}: {run_state}")
     for task_id, state in task_states.items():
         print(f"  {task_id:<24} {state}")
+    features = features_dir(settings.dataset, args.day)
+    try:
+        stats = read_stats(storage, settings.dataset, args.day)
+        print(f"features       {storage.uri(features)}")
+        print(
+            f"               {stats['rows_read']} read, written {stats['rows_written']}, "
+            f"quarantined {stats['quarantined_total']} {stats['quarantined']}"
+        )
+        print(f"quarantine     {storage.uri(quarantine_dir(settings.dataset, args.day))}")
+    except TfshipError as err:
+        print(f"features       not written: {err}")
     print(f"storage root   {settings.storage_root}")
     print(f"airflow log    {log_path}")
-    print("Later stages (preprocess, train, publish, deploy, canary) are not built yet.")
+    print("Later stages (train, publish, deploy, canary) are not built yet.")
     return 0 if done.returncode == 0 else done.returncode
 
 

@@ -92,3 +92,23 @@ def spark_submit() -> str:
         return binary
 
     return require_part("spark", check)
+
+
+@pytest.fixture(scope="session")
+def spark(spark_submit):
+    """An in-process SparkSession on local[2] (the same Spark that spark-submit runs)."""
+    import logging
+
+    from pyspark.sql import SparkSession
+
+    logging.getLogger("py4j").setLevel(logging.ERROR)  # its shutdown chatter outlives pytest's capture
+
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("tfship-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "4")
+        .getOrCreate()
+    )
+    yield session
+    session.stop()

@@ -17,6 +17,19 @@ ALERT_WEBHOOK_CONN_ID = "tfship_alert_webhook"
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_STORAGE_ROOT = (PROJECT_ROOT / "var" / "storage").as_uri()
+DEFAULT_LOCAL_WORK_DIR = str(PROJECT_ROOT / "var" / "work")
+DEFAULT_SERVING_ROOT = PROJECT_ROOT / "var" / "serving"
+
+
+def _split_targets(value: str) -> tuple[tuple[str, str], ...]:
+    """'host=/abs/dir;host2=/abs/dir2' -> ((host, dir), ...)."""
+    targets = []
+    for item in (part.strip() for part in value.split(";") if part.strip()):
+        host, _, directory = item.partition("=")
+        if not host or not directory.startswith("/"):
+            raise ConfigError(f"serving target {item!r} must look like host=/absolute/dir")
+        targets.append((host.strip(), directory.strip()))
+    return tuple(targets)
 
 
 def _split_endpoints(value: str) -> tuple[str, ...]:
@@ -38,6 +51,13 @@ class Settings:
     model: str = "mnist"
     raw_wait_timeout_s: int = 6 * 3600
     raw_poke_interval_s: int = 60
+    local_work_dir: str = DEFAULT_LOCAL_WORK_DIR
+    serving_targets: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def serving_dirs(self) -> dict[str, str]:
+        """Serving host -> the model's base directory on it (default: one local host)."""
+        return dict(self.serving_targets) or {"local": str(DEFAULT_SERVING_ROOT / self.model)}
 
     def __post_init__(self) -> None:
         check_name("dataset", self.dataset)
@@ -56,6 +76,10 @@ class Settings:
             kwargs["storage_root"] = env["TFSHIP_STORAGE_ROOT"]
         if env.get("TFSHIP_WEBHDFS_ENDPOINTS"):
             kwargs["webhdfs_endpoints"] = _split_endpoints(env["TFSHIP_WEBHDFS_ENDPOINTS"])
+        if env.get("TFSHIP_SERVING_TARGETS"):
+            kwargs["serving_targets"] = _split_targets(env["TFSHIP_SERVING_TARGETS"])
+        if env.get("TFSHIP_LOCAL_WORK_DIR"):
+            kwargs["local_work_dir"] = env["TFSHIP_LOCAL_WORK_DIR"]
         if env.get("TFSHIP_HDFS_USER"):
             kwargs["hdfs_user"] = env["TFSHIP_HDFS_USER"]
         for key, name in (("dataset", "TFSHIP_DATASET"), ("model", "TFSHIP_MODEL")):

@@ -42,11 +42,36 @@ def test_daily_dag_is_interval_based_utc_with_retries_docs_and_tags(dagbag):
     assert dag.params.get_param("day").schema["format"] == "date"
 
 
-def test_daily_dag_first_stage(dagbag):
+def test_daily_dag_graph(dagbag):
     dag = dagbag.dags["tfship_daily"]
-    assert dag.get_task("wait_for_raw").upstream_task_ids == {"resolve_day"}
+    upstream = {task_id: dag.get_task(task_id).upstream_task_ids for task_id in dag.task_ids}
+    assert upstream == {
+        "resolve_day": set(),
+        "wait_for_raw": {"resolve_day"},
+        "package_library": set(),
+        "preprocess": {"wait_for_raw", "package_library"},
+        "validate_features": {"preprocess", "resolve_day"},
+    }
     sensor = dag.get_task("wait_for_raw")
     assert sensor.mode == "reschedule" and sensor.timeout > 0
+
+
+def test_preprocess_is_a_spark_submit_on_spark_default_with_templated_day(dagbag):
+    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+
+    preprocess = dagbag.dags["tfship_daily"].get_task("preprocess")
+    assert isinstance(preprocess, SparkSubmitOperator)
+    assert preprocess._conn_id == "spark_default"
+    assert preprocess.application.endswith("include/jobs/preprocess.py")
+    args = preprocess.application_args
+    assert args[args.index("--day") + 1] == "{{ ti.xcom_pull(task_ids='resolve_day') }}"
+    assert "{{ params.eval_share }}" in args
+
+
+def test_validate_features_declares_the_features_asset(dagbag):
+    validate = dagbag.dags["tfship_daily"].get_task("validate_features")
+    [features] = validate.outlets
+    assert features.uri.endswith("/features/mnist") and features.name == features.uri
 
 
 @pytest.mark.parametrize("dag_file", sorted(p.name for p in DAGS_DIR.glob("*.py")))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tfship.preprocess import read_stats
 from tfship.sampledata import write_day
 from tfship.storage import LocalStorage
 
@@ -24,14 +25,48 @@ def _dags_test(storage_root: str, conf: dict, extra_env: dict | None = None) -> 
     )  # fmt: skip
 
 
-def test_run_for_a_day_with_data_succeeds(tmp_path: Path):
+def _assert_preprocessed(storage, day: dt.date, summary) -> None:
+    stats = read_stats(storage, "mnist", day)
+    assert stats["rows_read"] == summary.rows
+    assert sum(stats["rows_written"].values()) == summary.valid_rows
+    assert stats["quarantined_total"] == sum(summary.malformed.values())
+    assert {s["split"] for s in stats["shards"]} == {"train", "eval"}
+
+
+def test_run_for_a_day_with_data_preprocesses_and_validates(tmp_path: Path):
     storage = LocalStorage(f"file://{tmp_path}")
-    write_day(storage, dt.date(2026, 11, 20), rows=60, shards=1)
+    summary = write_day(storage, dt.date(2026, 11, 20), rows=400, shards=2, bad_fraction=0.02)
     done = _dags_test(storage.root_uri, {"day": "2026-11-20"})
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
     assert f"{tmp_path}/raw/mnist/dt=2026-11-20/_SUCCESS is there" in output
-    assert "state=success" in output
+    for task_id in ("wait_for_raw", "package_library", "preprocess", "validate_features"):
+        assert f"[DAG TEST] end task task_id={task_id}" in output
+    _assert_preprocessed(storage, dt.date(2026, 11, 20), summary)
+
+
+def test_too_much_quarantine_fails_validation(tmp_path: Path):
+    storage = LocalStorage(f"file://{tmp_path}")
+    write_day(storage, dt.date(2026, 11, 21), rows=200, shards=1, bad_fraction=0.2)
+    done = _dags_test(storage.root_uri, {"day": "2026-11-21", "max_quarantine_share": 0.1})
+    assert done.returncode != 0
+    assert "40 of 200 rows (20.0%) of mnist for 2026-11-21 were quarantined" in done.stdout + done.stderr
+
+
+@pytest.mark.hdfs
+def test_run_on_real_hdfs(hdfs_cluster):
+    from tfship.storage import WebHdfsStorage
+
+    storage = WebHdfsStorage(f"{hdfs_cluster.rpc_uri}/e2e", [hdfs_cluster.webhdfs_url], user="root")
+    storage.delete("", recursive=True)
+    summary = write_day(storage, dt.date(2026, 11, 22), rows=300, shards=2, bad_fraction=0.02)
+    done = _dags_test(
+        storage.root_uri, {"day": "2026-11-22"},
+        {"TFSHIP_WEBHDFS_ENDPOINTS": hdfs_cluster.webhdfs_url, "TFSHIP_HDFS_USER": "root"},
+    )  # fmt: skip
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    _assert_preprocessed(storage, dt.date(2026, 11, 22), summary)
+    assert any(name.startswith("tfship-") for name in storage.list("work/lib"))
 
 
 def test_missing_partition_times_out_naming_the_path(tmp_path: Path):
