@@ -7,10 +7,13 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, task
 
 from tfship.config import PROJECT_ROOT, SPARK_CONN_ID, Settings
+from tfship_airflow.publish import PublishModelOperator
 from tfship_airflow.sensors import PartitionReadySensor
 
 SETTINGS = Settings.from_env()
 DAY = "{{ ti.xcom_pull(task_ids='resolve_day') }}"
+SERVING_TARGETS = [{"host": host, "target_dir": path} for host, path in SETTINGS.serving_dirs.items()]
+
 # Named by its URI: one asset per storage root, so a test root never collides with production's.
 FEATURES = Asset(uri=f"{SETTINGS.storage_root}/features/{SETTINGS.dataset}", extra={"partitioned_by": "dt"})
 
@@ -46,6 +49,32 @@ with DAG(
             title="Max quarantine share",
             description="validate_features fails when more than this share of the day's rows was quarantined.",
         ),
+        "cv_folds": Param(3, type="integer", minimum=2, maximum=10, title="Cross-validation folds"),
+        "cv_subsample": Param(0.3, type="number", exclusiveMinimum=0, maximum=1, title="CV subsample share"),
+        "cv_epochs": Param(2, type="integer", minimum=1, maximum=50, title="Epochs per CV fold"),
+        "cv_grid": Param(
+            None,
+            type=["null", "array"],
+            items={
+                "type": "object",
+                "properties": {
+                    "learning_rate": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+                    "filters": {"type": "integer", "minimum": 1, "maximum": 256},
+                    "dropout": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
+                },
+                "additionalProperties": False,
+            },
+            title="CV grid",
+            description="Configurations to compare; empty means the built-in grid.",
+        ),
+        "epochs": Param(8, type="integer", minimum=1, maximum=200, title="Training epochs"),
+        "global_batch": Param(128, type="integer", minimum=1, maximum=65536, title="Global batch"),
+        "replicas": Param(2, type="integer", minimum=1, maximum=64, title="CPU replicas when no GPU"),
+        "accuracy_floor": Param(0.9, type="number", minimum=0, maximum=1, title="Accuracy floor"),
+        "accuracy_tolerance": Param(0.005, type="number", minimum=0, maximum=1, title="Tolerance vs served"),
+        "force_publish": Param(False, type="boolean", title="Publish even if the gate says no"),
+        "keep_versions": Param(3, type="integer", minimum=1, maximum=50, title="Versions kept per host"),
+        "publish_rate_bps": Param(0, type="integer", minimum=0, title="Publication rate limit (bytes/s, 0 = none)"),
     },
     doc_md=DOC,
     tags=["tfship", "training", "serving"],
@@ -113,6 +142,56 @@ with DAG(
         outlet_events[FEATURES].extra = {"day": day, **summary}
         return stats
 
-    day >> wait_for_raw >> preprocess
+    @task
+    def cv_grid(params=None) -> list[dict]:
+        """The configurations to compare (the Param, else the built-in grid)."""
+        from tfship.cv import grid_from_param
+
+        return [hparams.to_dict() for hparams in grid_from_param(params["cv_grid"])]
+
+    @task(retries=1)
+    def cross_validate(hparams: dict, day: str, params=None, **context) -> dict:
+        """k-fold accuracy of one configuration on the subsample (one mapped task each)."""
+        from tfship_airflow.training import cross_validate_config
+
+        return cross_validate_config(hparams, day, params, context)
+
+    @task
+    def choose_config(results: list[dict], **context) -> dict:
+        """The best configuration, with cv_results.json/png written for the candidate."""
+        from tfship_airflow.training import choose_config as choose
+
+        return choose(list(results), context)
+
+    @task
+    def train(choice: dict, day: str, params=None, **context) -> dict:
+        """tf.distribute training, export and upload of the candidate (resumes after a retry)."""
+        from tfship_airflow.training import run_training
+
+        return run_training(choice, day, params, context)
+
+    @task.short_circuit
+    def evaluate(candidate: dict, day: str, params=None, **context) -> bool:
+        """The evaluation gate; a 'no' skips publication, deployment and the canary."""
+        from tfship_airflow.training import evaluation_gate
+
+        decision = evaluation_gate(candidate, day, params, context)
+        context["ti"].xcom_push(key="decision", value=decision)
+        return decision["publish"]
+
+    publish_model = PublishModelOperator.partial(
+        task_id="publish_model",
+        candidate="{{ ti.xcom_pull(task_ids='train')['candidate'] }}",
+        day=DAY,
+        keep="{{ params.keep_versions }}",
+        rate_limit_bps="{{ params.publish_rate_bps }}",
+        map_index_template="{{ task.host }}",
+    ).expand_kwargs(SERVING_TARGETS)
+
+    features = validate_features(day)
+    day >> wait_for_raw >> preprocess >> features
     library_zip >> preprocess
-    preprocess >> validate_features(day)
+    results = cross_validate.partial(day=day).expand(hparams=cv_grid())
+    features >> results
+    candidate = train(choose_config(results), day)
+    evaluate(candidate, day) >> publish_model

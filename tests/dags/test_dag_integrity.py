@@ -51,6 +51,12 @@ def test_daily_dag_graph(dagbag):
         "package_library": set(),
         "preprocess": {"wait_for_raw", "package_library"},
         "validate_features": {"preprocess", "resolve_day"},
+        "cv_grid": set(),
+        "cross_validate": {"cv_grid", "resolve_day", "validate_features"},
+        "choose_config": {"cross_validate"},
+        "train": {"choose_config", "resolve_day"},
+        "evaluate": {"train", "resolve_day"},
+        "publish_model": {"evaluate"},
     }
     sensor = dag.get_task("wait_for_raw")
     assert sensor.mode == "reschedule" and sensor.timeout > 0
@@ -66,6 +72,19 @@ def test_preprocess_is_a_spark_submit_on_spark_default_with_templated_day(dagbag
     args = preprocess.application_args
     assert args[args.index("--day") + 1] == "{{ ti.xcom_pull(task_ids='resolve_day') }}"
     assert "{{ params.eval_share }}" in args
+
+
+def test_cross_validation_is_mapped_and_publication_is_mapped_per_host(dagbag):
+    dag = dagbag.dags["tfship_daily"]
+    assert dag.get_task("cross_validate").is_mapped
+    assert dag.get_task("publish_model").is_mapped
+
+
+def test_every_manual_knob_is_a_param_with_a_schema(dagbag):
+    params = dagbag.dags["tfship_daily"].params
+    for name in ("day", "eval_share", "cv_folds", "cv_grid", "epochs", "replicas", "force_publish", "keep_versions"):
+        assert params.get_param(name).schema.get("type"), name
+    assert params.get_param("force_publish").schema["type"] == "boolean"
 
 
 def test_validate_features_declares_the_features_asset(dagbag):

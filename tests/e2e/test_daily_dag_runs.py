@@ -17,8 +17,25 @@ from tfship.storage import LocalStorage
 pytestmark = pytest.mark.airflow
 
 
+# Small enough for CI, large enough to learn: one CV configuration, few epochs.
+FAST = {
+    "cv_grid": [{"learning_rate": 0.003, "filters": 16, "dropout": 0.25}],
+    "cv_folds": 2,
+    "cv_epochs": 1,
+    "epochs": 4,
+    "accuracy_floor": 0.5,
+}
+
+
 def _dags_test(storage_root: str, conf: dict, extra_env: dict | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, TFSHIP_STORAGE_ROOT=storage_root, **(extra_env or {}))
+    serving = storage_root.removeprefix("file://") if storage_root.startswith("file://") else "/tmp/tfship-e2e"
+    env = dict(
+        os.environ,
+        TFSHIP_STORAGE_ROOT=storage_root,
+        TFSHIP_SERVING_TARGETS=f"local={serving}/serving/mnist",
+        TFSHIP_LOCAL_WORK_DIR=f"{serving}/work",
+        **(extra_env or {}),
+    )
     return subprocess.run(
         ["airflow", "dags", "test", "tfship_daily", "-c", json.dumps(conf)],
         capture_output=True, text=True, env=env, timeout=600,
@@ -33,22 +50,53 @@ def _assert_preprocessed(storage, day: dt.date, summary) -> None:
     assert {s["split"] for s in stats["shards"]} == {"train", "eval"}
 
 
-def test_run_for_a_day_with_data_preprocesses_and_validates(tmp_path: Path):
+def _releases(serving: Path) -> list[dict]:
+    return [json.loads(line) for line in (serving / "releases.jsonl").read_text().splitlines()]
+
+
+def test_full_run_publishes_and_a_rerun_is_a_no_op(tmp_path: Path):
     storage = LocalStorage(f"file://{tmp_path}")
-    summary = write_day(storage, dt.date(2026, 11, 20), rows=400, shards=2, bad_fraction=0.02)
-    done = _dags_test(storage.root_uri, {"day": "2026-11-20"})
+    day = dt.date(2026, 11, 20)
+    summary = write_day(storage, day, rows=3000, shards=2, bad_fraction=0.02)
+    done = _dags_test(storage.root_uri, {"day": "2026-11-20", **FAST})
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
     assert f"{tmp_path}/raw/mnist/dt=2026-11-20/_SUCCESS is there" in output
-    for task_id in ("wait_for_raw", "package_library", "preprocess", "validate_features"):
+    for task_id in ("preprocess", "validate_features", "cross_validate", "choose_config", "train", "evaluate"):
         assert f"[DAG TEST] end task task_id={task_id}" in output
-    _assert_preprocessed(storage, dt.date(2026, 11, 20), summary)
+    _assert_preprocessed(storage, day, summary)
+    assert "evaluation gate: PUBLISH" in output
+
+    serving = tmp_path / "serving" / "mnist"
+    [release] = _releases(serving)
+    assert release["version"] == 2026112000
+    version_dir = serving / "2026112000"
+    assert {"saved_model.pb", "variables", "canary.json", "metrics.json", "cv_results.json"} <= {
+        p.name for p in version_dir.iterdir()
+    }
+    candidates = storage.list("models/mnist/candidates")
+    assert candidates == [f"2026-11-20-{release['digest'][:8]}"]
+
+    again = _dags_test(storage.root_uri, {"day": "2026-11-20", **FAST})
+    assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
+    assert "already published as version 2026112000" in again.stdout + again.stderr
+    assert [r["version"] for r in _releases(serving)] == [2026112000]
+    assert sorted(p.name for p in serving.iterdir() if p.name.isdigit()) == ["2026112000"]
+
+    # A worse model than the one served is held back: publication is skipped, not failed.
+    write_day(storage, day - dt.timedelta(days=1), rows=600, shards=1, bad_fraction=0.0)
+    held = _dags_test(storage.root_uri, {"day": "2026-11-19", **FAST, "epochs": 1, "accuracy_floor": 0.999})
+    output = held.stdout + held.stderr
+    assert held.returncode == 0, output[-4000:]
+    assert "evaluation gate: HOLD" in output
+    assert "[DAG TEST] end task task_id=publish_model" not in output
+    assert [r["version"] for r in _releases(serving)] == [2026112000]
 
 
 def test_too_much_quarantine_fails_validation(tmp_path: Path):
     storage = LocalStorage(f"file://{tmp_path}")
     write_day(storage, dt.date(2026, 11, 21), rows=200, shards=1, bad_fraction=0.2)
-    done = _dags_test(storage.root_uri, {"day": "2026-11-21", "max_quarantine_share": 0.1})
+    done = _dags_test(storage.root_uri, {"day": "2026-11-21", "max_quarantine_share": 0.1, **FAST})
     assert done.returncode != 0
     assert "40 of 200 rows (20.0%) of mnist for 2026-11-21 were quarantined" in done.stdout + done.stderr
 
@@ -59,9 +107,9 @@ def test_run_on_real_hdfs(hdfs_cluster):
 
     storage = WebHdfsStorage(f"{hdfs_cluster.rpc_uri}/e2e", [hdfs_cluster.webhdfs_url], user="root")
     storage.delete("", recursive=True)
-    summary = write_day(storage, dt.date(2026, 11, 22), rows=300, shards=2, bad_fraction=0.02)
+    summary = write_day(storage, dt.date(2026, 11, 22), rows=1500, shards=2, bad_fraction=0.02)
     done = _dags_test(
-        storage.root_uri, {"day": "2026-11-22"},
+        storage.root_uri, {"day": "2026-11-22", **FAST},
         {"TFSHIP_WEBHDFS_ENDPOINTS": hdfs_cluster.webhdfs_url, "TFSHIP_HDFS_USER": "root"},
     )  # fmt: skip
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]

@@ -1,0 +1,94 @@
+"""One factory for the tf.distribute strategy a training process uses.
+
+- TF_CONFIG naming several workers: MultiWorkerMirroredStrategy (one process per host).
+- GPUs visible: MirroredStrategy over all of them.
+- No GPU: MirroredStrategy over N logical CPU devices, so the distributed path (replicas,
+  all-reduce, per-replica batches) always runs, even on a laptop or in CI.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tfship.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class StrategyPlan:
+    """What the factory decided, before any TensorFlow import."""
+
+    kind: str  # "multi_worker", "gpus" or "cpu_replicas"
+    replicas_per_worker: int
+    workers: int = 1
+    task_index: int = 0
+
+    @property
+    def replicas(self) -> int:
+        """Replicas across the whole cluster."""
+        return self.replicas_per_worker * self.workers
+
+
+def parse_tf_config(raw: str | None) -> dict | None:
+    """The TF_CONFIG JSON, checked; None when unset or naming a single worker."""
+    if not raw:
+        return None
+    try:
+        config = json.loads(raw)
+        workers = config["cluster"]["worker"]
+        task = config["task"]
+        task_type, index = task["type"], int(task["index"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"TF_CONFIG is malformed ({type(err).__name__}: {err}): {raw[:200]!r}") from None
+    if not isinstance(workers, list) or not workers or not all(isinstance(w, str) and ":" in w for w in workers):
+        raise ConfigError(f"TF_CONFIG cluster.worker must be a non-empty list of host:port, got {workers!r}")
+    if task_type not in ("worker", "chief"):
+        raise ConfigError(f"TF_CONFIG task.type must be 'worker' or 'chief', got {task_type!r}")
+    if task_type == "worker" and not 0 <= index < len(workers):
+        raise ConfigError(f"TF_CONFIG task.index {index} is outside the {len(workers)} workers")
+    return config if len(workers) > 1 else None
+
+
+def plan_strategy(*, replicas: int, gpus: int, tf_config: str | None) -> StrategyPlan:
+    """Decide the strategy from the environment (pure: testable without TensorFlow)."""
+    if replicas < 1:
+        raise ConfigError(f"replicas must be at least 1, got {replicas}")
+    cluster = parse_tf_config(tf_config)
+    if cluster is not None:
+        workers = len(cluster["cluster"]["worker"])
+        return StrategyPlan("multi_worker", max(gpus, 1), workers, int(cluster["task"]["index"]))
+    if gpus > 0:
+        return StrategyPlan("gpus", gpus)
+    return StrategyPlan("cpu_replicas", replicas)
+
+
+def per_replica_batch(plan: StrategyPlan, global_batch: int) -> int:
+    """Split the global batch evenly over the replicas (global = per-replica x replicas)."""
+    if plan.replicas > global_batch:
+        raise ConfigError(f"{plan.replicas} replicas but a global batch of {global_batch}: each replica needs examples")
+    if global_batch % plan.replicas:
+        raise ConfigError(f"global batch {global_batch} does not split evenly over {plan.replicas} replicas")
+    return global_batch // plan.replicas
+
+
+def make_strategy(*, replicas: int, env: Mapping[str, str]) -> tuple[Any, StrategyPlan]:
+    """Build the strategy; call before any other TensorFlow work in the process."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    plan = plan_strategy(replicas=replicas, gpus=len(gpus), tf_config=env.get("TF_CONFIG"))
+    if plan.kind == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy(), plan
+    if plan.kind == "gpus":
+        return tf.distribute.MirroredStrategy(), plan
+    [cpu] = tf.config.list_physical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
+    except RuntimeError:
+        pass  # already initialised by an earlier call in this process: keep its devices
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:replicas]
+    if len(devices) < replicas:
+        raise ConfigError(f"asked for {replicas} CPU replicas but the runtime has {len(devices)} logical CPUs")
+    return tf.distribute.MirroredStrategy(devices=devices), plan
