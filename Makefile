@@ -9,10 +9,12 @@ setup:
 
 run: setup
 	$(ENV) scripts/docker-up >/dev/null
+	$(ENV) scripts/serving-image
 	$(ENV) python scripts/run_daily.py $(if $(DAY),--day $(DAY)) $(if $(ROWS),--rows $(ROWS))
 
 test: setup
 	$(ENV) scripts/docker-up
+	$(ENV) scripts/serving-image
 	$(ENV) ruff check .
 	$(ENV) python -m pytest $(PYTEST_ARGS)
 
@@ -30,6 +32,9 @@ docker-up: setup
 
 bench: setup
 	$(ENV) python bench/dag_parse.py
+	$(ENV) python bench/preprocess.py
+	$(ENV) python bench/train_input.py
+	$(ENV) python bench/publish.py
 
 clean:
 	rm -rf var

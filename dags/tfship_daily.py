@@ -9,10 +9,14 @@ from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, task
 from tfship.config import PROJECT_ROOT, SPARK_CONN_ID, Settings
 from tfship_airflow.publish import PublishModelOperator
 from tfship_airflow.sensors import PartitionReadySensor
+from tfship_airflow.serving import CanaryServingOperator, DeployServingOperator
 
 SETTINGS = Settings.from_env()
 DAY = "{{ ti.xcom_pull(task_ids='resolve_day') }}"
 SERVING_TARGETS = [{"host": host, "target_dir": path} for host, path in SETTINGS.serving_dirs.items()]
+# The same host order as SERVING_TARGETS: map index i of deploy/canary follows publish_model's copy i.
+SERVING_HOSTS = [{"host": host, "serving_dir": path} for host, path in SETTINGS.serving_dirs.items()]
+PUBLISHED_VERSION = "{{ ti.xcom_pull(task_ids='publish_model', map_indexes=ti.map_index) }}"
 
 # Named by its URI: one asset per storage root, so a test root never collides with production's.
 FEATURES = Asset(uri=f"{SETTINGS.storage_root}/features/{SETTINGS.dataset}", extra={"partitioned_by": "dt"})
@@ -75,6 +79,9 @@ with DAG(
         "force_publish": Param(False, type="boolean", title="Publish even if the gate says no"),
         "keep_versions": Param(3, type="integer", minimum=1, maximum=50, title="Versions kept per host"),
         "publish_rate_bps": Param(0, type="integer", minimum=0, title="Publication rate limit (bytes/s, 0 = none)"),
+        "serving_timeout_s": Param(600, type="integer", minimum=10, maximum=7200, title="Wait for AVAILABLE (s)"),
+        "canary_latency_budget_ms": Param(1000, type="number", exclusiveMinimum=0, title="Canary p99 budget (ms)"),
+        "canary_concurrency": Param(4, type="integer", minimum=1, maximum=64, title="Canary concurrent clients"),
     },
     doc_md=DOC,
     tags=["tfship", "training", "serving"],
@@ -188,10 +195,30 @@ with DAG(
         map_index_template="{{ task.host }}",
     ).expand_kwargs(SERVING_TARGETS)
 
+    deploy_serving = DeployServingOperator.partial(
+        task_id="deploy_serving",
+        model=SETTINGS.model,
+        version=PUBLISHED_VERSION,
+        available_timeout_s="{{ params.serving_timeout_s }}",
+        map_index_template="{{ task.host }}",
+        retries=0,
+    ).expand_kwargs(SERVING_HOSTS)
+
+    canary_serving = CanaryServingOperator.partial(
+        task_id="canary_serving",
+        model=SETTINGS.model,
+        version=PUBLISHED_VERSION,
+        accuracy_floor="{{ params.accuracy_floor }}",
+        concurrency="{{ params.canary_concurrency }}",
+        latency_budget_ms="{{ params.canary_latency_budget_ms }}",
+        map_index_template="{{ task.host }}",
+        retries=0,
+    ).expand_kwargs(SERVING_HOSTS)
+
     features = validate_features(day)
     day >> wait_for_raw >> preprocess >> features
     library_zip >> preprocess
     results = cross_validate.partial(day=day).expand(hparams=cv_grid())
     features >> results
     candidate = train(choose_config(results), day)
-    evaluate(candidate, day) >> publish_model
+    evaluate(candidate, day) >> publish_model >> deploy_serving >> canary_serving

@@ -25,17 +25,24 @@ from tfship.storage import storage_from_settings
 DAG_ID = "tfship_daily"
 
 
-def _latest_run() -> tuple[str, str, dict[str, str]]:
-    """Run id, state and task states of the newest run, read from the metadata DB."""
+def _latest_run() -> tuple[str, str, dict[str, str], dict[tuple[str, str], object]]:
+    """Run id, state, task states and XComs of the newest run, read from the metadata DB."""
     from airflow.models import DagRun, TaskInstance
+    from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
     with create_session() as session:
         run = session.query(DagRun).filter(DagRun.dag_id == DAG_ID).order_by(DagRun.id.desc()).first()
         if run is None:
-            return "?", "not created", {}
+            return "?", "not created", {}, {}
         tasks = session.query(TaskInstance).filter(TaskInstance.dag_id == DAG_ID, TaskInstance.run_id == run.run_id)
-        return run.run_id, str(run.state), {ti.task_id: str(ti.state) for ti in tasks}
+        states = {}
+        for ti in tasks.order_by(TaskInstance.start_date):
+            name = ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"
+            states[name] = str(ti.state)
+        xcoms = session.query(XComModel).filter(XComModel.dag_id == DAG_ID, XComModel.run_id == run.run_id)
+        values = {(x.task_id, x.key): x.value for x in xcoms if x.map_index <= 0}
+        return run.run_id, str(run.state), states, values
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             ["airflow", "dags", "test", DAG_ID, "-c", json.dumps({"day": args.day.isoformat()})],
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
-    run_id, run_state, task_states = _latest_run()
+    run_id, run_state, task_states, xcoms = _latest_run()
 
     print("\n=== tfship daily run ===")
     print(f"partition      {summary.uri}")
@@ -79,9 +86,40 @@ def main(argv: list[str] | None = None) -> int:
         print(f"quarantine     {storage.uri(quarantine_dir(settings.dataset, args.day))}")
     except TfshipError as err:
         print(f"features       not written: {err}")
+    trained = xcoms.get(("train", "return_value")) or {}
+    choice = xcoms.get(("choose_config", "return_value")) or {}
+    decision = xcoms.get(("evaluate", "decision")) or {}
+    version = xcoms.get(("publish_model", "return_value"))
+    if choice:
+        print(f"cv best        {choice.get('config_id')}  (report {choice.get('report_dir')})")
+    if trained:
+        print(f"candidate      {trained.get('candidate_uri')}")
+        print(f"accuracy       {trained.get('eval_accuracy')} on the eval split (loss {trained.get('eval_loss')})")
+    if decision:
+        print(f"gate           {'PUBLISH' if decision.get('publish') else 'HOLD'}: {decision.get('reason')}")
+    serving = settings.serving_dirs
+    print(f"model version  {version if version is not None else 'not published'} -> {', '.join(serving.values())}")
+    deployed = xcoms.get(("deploy_serving", "return_value")) or {}
+    canary = xcoms.get(("canary_serving", "return_value")) or {}
+    if deployed:
+        standin = " (TF-Serving-compatible STAND-IN: tensorflow/serving is not available here)"
+        image = deployed.get("image", "")
+        print(
+            f"serving        {deployed.get('name')} {deployed.get('action')}, image {image}"
+            f"{standin if 'standin' in image else ''}, REST {deployed.get('url')}"
+        )
+    if canary:
+        latency = canary.get("latency_ms", {})
+        verdict = "PASSED" if canary.get("passed") else f"FAILED {canary.get('failed_checks')} (rolled back)"
+        print(
+            f"canary         {verdict}: v{canary.get('version')} {canary.get('rows')} rows, "
+            f"accuracy {canary.get('accuracy'):.4f}, argmax agreement {canary.get('argmax_agreement'):.4f}, "
+            f"latency p50 {latency.get('p50')} ms, p99 {latency.get('p99')} ms"
+        )
     print(f"storage root   {settings.storage_root}")
     print(f"airflow log    {log_path}")
-    print("Later stages (train, publish, deploy, canary) are not built yet.")
+    if deployed:
+        print(f"try it         curl {deployed.get('url')}/v1/models/{settings.model}")
     return 0 if done.returncode == 0 else done.returncode
 
 

@@ -17,7 +17,7 @@ from tfship.features_io import LocalFeatures, make_dataset
 from tfship.model import HParams, build_model
 
 DEFAULT_GRID: tuple[dict[str, Any], ...] = tuple(
-    {"learning_rate": lr, "filters": filters, "dropout": 0.25} for lr in (1e-3, 3e-3) for filters in (8, 16)
+    {"learning_rate": lr, "filters": filters, "dropout": 0.25} for lr in (1e-3, 3e-3) for filters in (16, 32)
 )
 
 

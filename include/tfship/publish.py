@@ -211,7 +211,10 @@ def read_releases(target: Path) -> list[Release]:
         if not line.strip():
             continue
         try:
-            releases.append(Release(**json.loads(line)))
+            record = json.loads(line)
+            if "event" in record:  # canary and rollback lines share the log; they are not releases
+                continue
+            releases.append(Release(**record))
         except (ValueError, TypeError) as err:
             log.warning("%s line %d is not a release record, ignored: %s", path, number, err)
     return releases
@@ -425,6 +428,8 @@ class _Publication:
         self.chunk = read_chunk_size(policy.rate_limit_bps)
         self.model, self.day = "?", "?"
         self.syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tfship-fsync")
+        # Hashing and writing chunk i overlap the network read of chunk i+1 (both release the GIL).
+        self.digester = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tfship-md5")
         self.syncs: list[Future[None]] = []
 
     @property
@@ -515,14 +520,25 @@ class _Publication:
                         raise self.error("exists", missing, entry.path) from None
                     raise
                 out = opened.enter_context(open(destination, "wb"))
-                while chunk := reader.read(self.chunk):
-                    size += len(chunk)
-                    if size > entry.size:
-                        raise _Mismatch("size", f"more than the {entry.size} bytes the manifest lists", ("", -1))
-                    md5.update(chunk)
-                    out.write(chunk)
-                    self.bucket.take(len(chunk))
-                    self.check_deadline(entry.path)
+
+                def consume(data: bytes) -> None:
+                    md5.update(data)
+                    out.write(data)
+
+                pending: Future[None] | None = None
+                try:
+                    while chunk := reader.read(self.chunk):
+                        size += len(chunk)
+                        if size > entry.size:
+                            raise _Mismatch("size", f"more than the {entry.size} bytes the manifest lists", ("", -1))
+                        if pending is not None:
+                            pending.result()
+                        pending = self.digester.submit(consume, chunk)
+                        self.bucket.take(len(chunk))
+                        self.check_deadline(entry.path)
+                finally:
+                    if pending is not None:
+                        pending.result()  # before the file closes, also when reading failed
             if size != entry.size:
                 raise _Mismatch("size", f"{size} bytes arrived, the manifest lists {entry.size}", ("", size))
             if md5.hexdigest() != entry.md5:
@@ -620,9 +636,11 @@ def _publish_locked(run: _Publication, day: str | dt.date | None) -> PublishResu
         fsync_dir(run.target)
     except BaseException:
         run.syncer.shutdown(wait=True)
+        run.digester.shutdown(wait=True)
         shutil.rmtree(staging, ignore_errors=True)
         raise
     run.syncer.shutdown(wait=True)
+    run.digester.shutdown(wait=True)
     seconds = time.monotonic() - run.started
     _record(run, manifest, version, run.endpoint, transferred, seconds)
     run.log.info(

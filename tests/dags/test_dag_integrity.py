@@ -57,6 +57,8 @@ def test_daily_dag_graph(dagbag):
         "train": {"choose_config", "resolve_day"},
         "evaluate": {"train", "resolve_day"},
         "publish_model": {"evaluate"},
+        "deploy_serving": {"publish_model"},
+        "canary_serving": {"deploy_serving"},
     }
     sensor = dag.get_task("wait_for_raw")
     assert sensor.mode == "reschedule" and sensor.timeout > 0

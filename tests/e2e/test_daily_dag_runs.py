@@ -27,8 +27,10 @@ FAST = {
 }
 
 
-def _dags_test(storage_root: str, conf: dict, extra_env: dict | None = None) -> subprocess.CompletedProcess:
-    serving = storage_root.removeprefix("file://") if storage_root.startswith("file://") else "/tmp/tfship-e2e"
+def _dags_test(
+    storage_root: str, conf: dict, extra_env: dict | None = None, local_root: Path | None = None
+) -> subprocess.CompletedProcess:
+    serving = str(local_root) if local_root else storage_root.removeprefix("file://")
     env = dict(
         os.environ,
         TFSHIP_STORAGE_ROOT=storage_root,
@@ -102,7 +104,8 @@ def test_too_much_quarantine_fails_validation(tmp_path: Path):
 
 
 @pytest.mark.hdfs
-def test_run_on_real_hdfs(hdfs_cluster):
+def test_run_on_real_hdfs_publishes_the_candidate_from_hdfs(hdfs_cluster, tmp_path: Path):
+    from tfship.manifest import read_manifest
     from tfship.storage import WebHdfsStorage
 
     storage = WebHdfsStorage(f"{hdfs_cluster.rpc_uri}/e2e", [hdfs_cluster.webhdfs_url], user="root")
@@ -111,10 +114,17 @@ def test_run_on_real_hdfs(hdfs_cluster):
     done = _dags_test(
         storage.root_uri, {"day": "2026-11-22", **FAST},
         {"TFSHIP_WEBHDFS_ENDPOINTS": hdfs_cluster.webhdfs_url, "TFSHIP_HDFS_USER": "root"},
+        local_root=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     _assert_preprocessed(storage, dt.date(2026, 11, 22), summary)
     assert any(name.startswith("tfship-") for name in storage.list("work/lib"))
+    [candidate] = storage.list("models/mnist/candidates")
+    on_hdfs = read_manifest(storage, f"models/mnist/candidates/{candidate}")
+    [release] = _releases(tmp_path / "serving" / "mnist")
+    assert (release["version"], release["digest"]) == (2026112200, on_hdfs.digest)
+    served = json.loads((tmp_path / "serving" / "mnist" / "2026112200" / "MANIFEST.json").read_text())
+    assert served["digest"] == on_hdfs.digest
 
 
 def test_missing_partition_times_out_naming_the_path(tmp_path: Path):
