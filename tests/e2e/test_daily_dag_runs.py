@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import os
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -52,8 +53,16 @@ def _assert_preprocessed(storage, day: dt.date, summary) -> None:
     assert {s["split"] for s in stats["shards"]} == {"train", "eval"}
 
 
-def _releases(serving: Path) -> list[dict]:
+def _log_lines(serving: Path) -> list[dict]:
     return [json.loads(line) for line in (serving / "releases.jsonl").read_text().splitlines()]
+
+
+def _releases(serving: Path) -> list[dict]:
+    return [line for line in _log_lines(serving) if "event" not in line]
+
+
+def _canaries(serving: Path) -> list[dict]:
+    return [line for line in _log_lines(serving) if line.get("event") == "canary"]
 
 
 def test_full_run_publishes_and_a_rerun_is_a_no_op(tmp_path: Path):
@@ -78,6 +87,11 @@ def test_full_run_publishes_and_a_rerun_is_a_no_op(tmp_path: Path):
     }
     candidates = storage.list("models/mnist/candidates")
     assert candidates == [f"2026-11-20-{release['digest'][:8]}"]
+    # Deployed and checked: the container serves the new version and the canary passed on it.
+    [canary] = _canaries(serving)
+    assert (canary["version"], canary["passed"], canary["rows"]) == (2026112000, True, 256)
+    with urllib.request.urlopen("http://127.0.0.1:8501/v1/models/mnist/versions/2026112000") as answer:
+        assert json.loads(answer.read())["model_version_status"][0]["state"] == "AVAILABLE"
 
     again = _dags_test(storage.root_uri, {"day": "2026-11-20", **FAST})
     assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
