@@ -19,7 +19,7 @@ from tfship.errors import ConfigError, TfshipError
 from tfship.paths import check_name
 
 # The pinned real image; where it is not present locally the stand-in is used (see choose_image).
-REAL_IMAGE = "tensorflow/serving:2.19.1"
+REAL_IMAGE = "tensorflow/serving:2.20.0"  # the contract (TFSERVING_CONTRACT.md) was read from 2.20
 STANDIN_REPOSITORY = "tfship/tfserving-standin"
 CONTAINER_PREFIX = "tfserving-"
 SPEC_HASH_LABEL = "tfship.spec-hash"
