@@ -41,7 +41,7 @@ PRUNING_PREFIX = ".pruning-"
 REJECTED_DIR = ".rejected"
 LOCK_FILE = ".publish.lock"
 MAX_RETRAINS_PER_DAY = 100
-UNLIMITED_CHUNK = 1 << 20
+UNLIMITED_CHUNK = 4 << 20
 _NUMERIC = re.compile(r"[0-9]+")
 _LEADING_NUMBER = re.compile(r"^([0-9]+)")
 # A retry (or another endpoint) cannot fix these: the candidate itself is wrong.
@@ -194,7 +194,7 @@ class TokenBucket:
 
 
 def read_chunk_size(rate_limit_bps: int) -> int:
-    """Read size: 1 MiB unlimited; about 1/16 s of bytes when limited, so the limit is smooth."""
+    """Read size: 4 MiB unlimited (fewer round trips through urllib3); about 1/16 s of bytes when limited."""
     return UNLIMITED_CHUNK if rate_limit_bps <= 0 else max(4096, min(UNLIMITED_CHUNK, rate_limit_bps // 16))
 
 
