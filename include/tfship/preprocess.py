@@ -197,6 +197,10 @@ def _write_gzip(storage: Storage, path: str, chunks: Iterable[bytes], level: int
     return hashing.md5.hexdigest(), hashing.size
 
 
+def _line_md5(line: str) -> str:
+    return hashlib.md5(line.encode("utf-8")).hexdigest()
+
+
 def _shard_of(part: int, target: WriteTarget) -> tuple[str, int] | None:
     """(split, shard index) of an output part; None for the no-id part."""
     if part < target.train_shards:
@@ -220,7 +224,7 @@ def write_partition(rows: Iterator[tuple], target: WriteTarget) -> Iterator[dict
     storage = open_storage(target.storage_root, target.webhdfs_endpoints, target.hdfs_user)
     reasons: Counter[str] = Counter()
     quarantined: list[tuple[str, str, str]] = []
-    kept: dict[int, dict[str, tuple]] = {}
+    kept: dict[int, dict[str, tuple]] = {}  # part -> id -> (row, hashes, line, source)
     rows_read = 0
     first_part: int | None = None
     for part, value, source, *hashes in rows:
@@ -235,16 +239,16 @@ def write_partition(rows: Iterator[tuple], target: WriteTarget) -> Iterator[dict
             continue
         if _shard_of(part, target) is None:
             raise PreprocessError(f"row {row.row_id!r} has an id but landed in the no-id part")
-        line_md5 = hashlib.md5(value.encode("utf-8")).hexdigest()
         part_rows = kept.setdefault(part, {})
         previous = part_rows.get(row.row_id)
         if previous is None:
-            part_rows[row.row_id] = (line_md5, row, tuple(hashes), value, source)
+            part_rows[row.row_id] = (row, tuple(hashes), value, source)
             continue
-        # The same survivor on every rerun: the copy whose line has the smallest md5.
-        if line_md5 < previous[0]:
-            part_rows[row.row_id] = (line_md5, row, tuple(hashes), value, source)
-            line_md5, value, source = previous[0], previous[3], previous[4]
+        # The same survivor on every rerun: the copy whose line has the smallest md5 (hashed only
+        # here, on a collision, to keep the common path cheap).
+        if _line_md5(value) < _line_md5(previous[2]):
+            part_rows[row.row_id] = (row, tuple(hashes), value, source)
+            value, source = previous[2], previous[3]
         reasons["duplicate_id"] += 1
         quarantined.append(("duplicate_id", source, value))
 
@@ -259,12 +263,12 @@ def write_partition(rows: Iterator[tuple], target: WriteTarget) -> Iterator[dict
                     | {f"{column}_hash": h for column, h in zip(target.hashed_columns, hashes, strict=True)}
                 )
             )
-            for _, row, hashes, _, _ in survivors
+            for row, hashes, _, _ in survivors
         )
         relative = shard_path(split, shard)
         md5, size = _write_gzip(storage, posixpath.join(target.features_tmp, relative), records, target.compress_level)
         stats["shards"].append({"path": relative, "split": split, "records": len(survivors), "md5": md5, "bytes": size})
-        stats["labels"].update(str(row.label) for _, row, _, _, _ in survivors)
+        stats["labels"].update(str(row.label) for row, _, _, _ in survivors)
     if quarantined and first_part is not None:
         quarantined.sort()
         lines = (
