@@ -17,6 +17,7 @@ from tfship.errors import TfshipError
 from tfship.manifest import md5_of_stream
 from tfship.paths import features_dir
 from tfship.preprocess import read_stats
+from tfship.schema import decode_batch, parse_batch
 from tfship.storage import LocalStorage, Storage
 
 CACHE_LIMIT_BYTES = 2 << 30  # decoded records kept in memory below this size
@@ -79,16 +80,7 @@ def _copy_if_changed(storage: Storage, source: str, local: Path, want_md5: str) 
     return md5.hexdigest()
 
 
-def parse_records(serialized: Any) -> dict[str, Any]:
-    """A batch of records to {"image": float32 (-1,28,28,1) in 0..255, "label", "id_hash"}."""
-    import tensorflow as tf
-
-    from tfship.schema import feature_spec
-
-    parsed = tf.io.parse_example(serialized, feature_spec())
-    pixels = tf.io.decode_raw(parsed["image"], tf.uint8)
-    image = tf.reshape(tf.cast(pixels, tf.float32), [-1, 28, 28, 1])
-    return {"image": image, "label": parsed["label"], "id_hash": parsed["id_hash"], "id": parsed["id"]}
+parse_records = parse_batch  # the reader's parser is the schema module's, shared with the writer
 
 
 def make_dataset(
@@ -141,9 +133,5 @@ def make_dataset(
     if training:
         records = records.shuffle(min(examples or 10_000, 50_000), seed=seed, reshuffle_each_iteration=True)
     batches = records.batch(batch_size, drop_remainder=drop_remainder)
-    parsed = batches.map(lambda s: _image_label(parse_records(s)), num_parallel_calls=autotune, deterministic=True)
+    parsed = batches.map(decode_batch, num_parallel_calls=autotune, deterministic=True)
     return parsed.prefetch(autotune)
-
-
-def _image_label(parsed: dict[str, Any]) -> tuple[Any, Any]:
-    return parsed["image"], parsed["label"]

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-RELEASE_LOG = "releases.jsonl"
-
 
 @dataclass(frozen=True)
 class GateDecision:

@@ -101,11 +101,17 @@ def feature_spec() -> dict[str, Any]:
     }
 
 
-def decode_batch(serialized: Any) -> tuple[Any, Any]:
-    """Parse a batch of serialized records into (images float32 (-1,28,28,1) in 0..255, labels int64)."""
+def parse_batch(serialized: Any) -> dict[str, Any]:
+    """A batch of records to {"image": float32 (-1,28,28,1) in 0..255, "label", "id_hash", "id"}."""
     import tensorflow as tf
 
     parsed = tf.io.parse_example(serialized, feature_spec())
     pixels = tf.io.decode_raw(parsed["image"], tf.uint8)
-    images = tf.reshape(tf.cast(pixels, tf.float32), [-1, IMAGE_SIDE, IMAGE_SIDE, 1])
-    return images, parsed["label"]
+    image = tf.reshape(tf.cast(pixels, tf.float32), [-1, IMAGE_SIDE, IMAGE_SIDE, 1])
+    return {"image": image, "label": parsed["label"], "id_hash": parsed["id_hash"], "id": parsed["id"]}
+
+
+def decode_batch(serialized: Any) -> tuple[Any, Any]:
+    """Parse a batch of serialized records into (images float32 (-1,28,28,1) in 0..255, labels int64)."""
+    parsed = parse_batch(serialized)
+    return parsed["image"], parsed["label"]

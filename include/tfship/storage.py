@@ -176,6 +176,8 @@ class WebHdfsStorage:
         try:
             yield
         except HdfsError as err:
+            if getattr(err, "exception", None) == "FileNotFoundException":
+                raise StorageError(f"{self.uri(path)} does not exist") from err  # same words as LocalStorage
             raise StorageError(f"{action} {self.uri(path)} failed: {err}") from err
         except requests.exceptions.RequestException as err:
             raise StorageError(
@@ -208,8 +210,7 @@ class WebHdfsStorage:
 
     @contextlib.contextmanager
     def open_read(self, path: str) -> Iterator[BinaryIO]:
-        if not self.exists(path):
-            raise StorageError(f"{self.uri(path)} does not exist")
+        # No status call first: one round trip per file matters when publishing many files.
         with self._errors("read", path), self._client.read(self._hdfs(path)) as reader:
             yield reader
 
