@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--webhdfs-endpoints", default="", help="';'-separated, for hdfs:// roots")
     parser.add_argument("--hdfs-user", default="root")
     parser.add_argument("--dataset", default="mnist")
+    parser.add_argument("--raw-root", default="raw", help="root-relative directory holding <dataset>/dt=D")
     parser.add_argument("--eval-share", type=float, default=0.1)
     parser.add_argument("--train-shards", type=int, default=4)
     parser.add_argument("--eval-shards", type=int, default=1)
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             eval_share=args.eval_share,
             train_shards=args.train_shards,
             eval_shards=args.eval_shards,
+            raw_root=args.raw_root,
         )
     finally:
         spark.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import getpass
 import os
 from collections.abc import Mapping
@@ -53,6 +54,9 @@ class Settings:
     raw_poke_interval_s: int = 60
     local_work_dir: str = DEFAULT_LOCAL_WORK_DIR
     serving_targets: tuple[tuple[str, str], ...] = ()
+    # When the schedule begins and whether the scheduler fills the days since then (catchup).
+    schedule_start: dt.date = dt.date(2026, 1, 1)
+    catchup: bool = False
 
     @property
     def serving_dirs(self) -> dict[str, str]:
@@ -94,4 +98,14 @@ class Settings:
                     kwargs[key] = int(env[name])
                 except ValueError:
                     raise ConfigError(f"{name}={env[name]!r} is not a whole number of seconds") from None
+        if env.get("TFSHIP_SCHEDULE_START"):
+            try:
+                kwargs["schedule_start"] = dt.date.fromisoformat(env["TFSHIP_SCHEDULE_START"])
+            except ValueError:
+                raise ConfigError(f"TFSHIP_SCHEDULE_START={env['TFSHIP_SCHEDULE_START']!r} is not YYYY-MM-DD") from None
+        if env.get("TFSHIP_CATCHUP"):
+            flag = env["TFSHIP_CATCHUP"].strip().lower()
+            if flag not in ("true", "false", "1", "0"):
+                raise ConfigError(f"TFSHIP_CATCHUP={env['TFSHIP_CATCHUP']!r} must be true or false")
+            kwargs["catchup"] = flag in ("true", "1")
         return cls(**kwargs)  # type: ignore[arg-type]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from tfship.days import day_number
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,20 @@ class GateDecision:
     def to_dict(self) -> dict:
         """JSON-ready (XCom)."""
         return asdict(self)
+
+
+def newer_day_served(day: dt.date, served_version: int | None) -> str | None:
+    """Why a model of day D must not go out when a later day's version serves (a backfill), else None.
+
+    TF Serving's `latest` policy would never load the lower number anyway; publishing it would
+    only leave deploy and canary waiting for a version that cannot become AVAILABLE.
+    """
+    if served_version is None or day_number(day) >= served_version // 100:
+        return None
+    return (
+        f"day {day.isoformat()} is older than the served version {served_version} "
+        f"(day {served_version // 100}): backfill run, candidate kept in storage, serving untouched"
+    )
 
 
 def decide(
@@ -64,3 +81,11 @@ def served_version_dir(serving_dir: Path) -> tuple[int, Path] | None:
         return None
     newest = max(versions)
     return newest, versions[newest]
+
+
+def superseded_by(serving_dir: Path, version: int) -> int | None:
+    """The highest version above `version` in the serving directory, if any (the `latest` policy serves it)."""
+    if not serving_dir.is_dir():
+        return None
+    higher = [int(p.name) for p in serving_dir.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > version]
+    return max(higher, default=None)

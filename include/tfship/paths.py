@@ -44,14 +44,34 @@ def partition(day: dt.date) -> str:
     return f"dt={day.isoformat()}"
 
 
-def raw_dir(dataset: str, day: dt.date) -> str:
-    """Where the day's raw rows land."""
-    return posixpath.join("raw", check_name("dataset", dataset), partition(day))
+DEFAULT_RAW_ROOT = "raw"
+# The pipeline writes under these; a raw root inside one of them would read our own output as input.
+_OUTPUT_ROOTS = ("features", "quarantine", "models", "work", "releases")
 
 
-def raw_success(dataset: str, day: dt.date) -> str:
+def check_raw_root(raw_root: str) -> str:
+    """A root-relative directory holding `<dataset>/dt=D/`; refuses escapes and the pipeline's own outputs."""
+    if not isinstance(raw_root, str) or not raw_root.strip():
+        raise ConfigError(f"raw_root {raw_root!r} must be a non-empty path relative to the storage root")
+    try:
+        normal = normalize_relative(raw_root.strip())
+    except PathEscapeError as err:
+        raise PathEscapeError(f"raw_root: {err}") from None
+    if not normal:
+        raise PathEscapeError(f"raw_root {raw_root!r} is the storage root itself; name a directory under it")
+    if normal.split("/")[0] in _OUTPUT_ROOTS:
+        raise ConfigError(f"raw_root {raw_root!r} lies inside {normal.split('/')[0]}/, which the pipeline writes")
+    return normal
+
+
+def raw_dir(dataset: str, day: dt.date, raw_root: str = DEFAULT_RAW_ROOT) -> str:
+    """Where the day's raw rows land (under `raw/` unless a replay names another root)."""
+    return posixpath.join(check_raw_root(raw_root), check_name("dataset", dataset), partition(day))
+
+
+def raw_success(dataset: str, day: dt.date, raw_root: str = DEFAULT_RAW_ROOT) -> str:
     """The marker that says the day's raw partition is complete."""
-    return posixpath.join(raw_dir(dataset, day), SUCCESS_MARKER)
+    return posixpath.join(raw_dir(dataset, day, raw_root), SUCCESS_MARKER)
 
 
 def features_dir(dataset: str, day: dt.date) -> str:

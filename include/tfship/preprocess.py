@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from tfship.datasets import DatasetSpec
 from tfship.errors import TfshipError
-from tfship.paths import SUCCESS_MARKER, features_dir, quarantine_dir, raw_dir
+from tfship.paths import DEFAULT_RAW_ROOT, SUCCESS_MARKER, features_dir, quarantine_dir, raw_dir
 from tfship.schema import IMAGE_BYTES, NUM_CLASSES, SCHEMA_VERSION, encode_features, frame_record
 from tfship.storage import Storage, open_storage
 
@@ -360,13 +360,14 @@ def preprocess_day(
     eval_share: float = 0.1,
     train_shards: int = 4,
     eval_shards: int = 1,
+    raw_root: str = DEFAULT_RAW_ROOT,
 ) -> dict:
-    """Turn raw/<dataset>/dt=D into features/<dataset>/dt=D and quarantine/<dataset>/dt=D."""
+    """Turn <raw_root>/<dataset>/dt=D into features/<dataset>/dt=D and quarantine/<dataset>/dt=D."""
     if not 0.0 < eval_share < 1.0:
         raise PreprocessError(f"eval_share must be between 0 and 1, got {eval_share}")
     if train_shards < 1 or eval_shards < 1:
         raise PreprocessError(f"shard counts must be positive, got train={train_shards} eval={eval_shards}")
-    raw = raw_dir(spec.name, day)
+    raw = raw_dir(spec.name, day, raw_root)
     if not storage.is_dir(raw):
         raise PreprocessError(f"raw partition {storage.uri(raw)} does not exist")
     if not storage.exists(posixpath.join(raw, SUCCESS_MARKER)):

@@ -51,6 +51,10 @@ _RETRIABLE_HDFS_EXCEPTIONS = frozenset({"RetriableException", "StandbyException"
 log = logging.getLogger(__name__)
 
 
+class SupersededError(TfshipError):
+    """The target already serves a later day's version: publishing an older day would change nothing served."""
+
+
 class PublishError(TfshipError):
     """A publication failed a check; names the model, day, host, endpoint, file and the check."""
 
@@ -612,6 +616,13 @@ def _publish_locked(run: _Publication, day: str | dt.date | None) -> PublishResu
         _record(run, manifest, version, "(recovered from the version directory)", 0)
         return PublishResult(version, manifest.digest, False, None, 0, time.monotonic() - run.started)
 
+    newest = max(numeric_versions(run.target), default=None)
+    if newest is not None and newest // 100 > day_number(manifest_day):
+        # A backfill that got past the gate while a newer run published: keep the host as it is.
+        raise SupersededError(
+            f"{run.target} already holds version {newest} of a later day than {run.day}: "
+            "not publishing an older model (the candidate stays in storage)"
+        )
     staging = run.target / f"{STAGING_PREFIX}{manifest.digest}"
     run.log.info(
         "publishing %s (model %s, day %s, digest %s, %d files, %d bytes) to %s via %s",

@@ -61,6 +61,10 @@ class ServingError(TfshipError):
     """Serving did not do what was asked; the message names the model, version and URL."""
 
 
+class ServingUnreachable(ServingError):
+    """Nothing answers at the serving endpoint: an infrastructure fault, not evidence against the model."""
+
+
 class VersionLoadFailed(ServingError):
     """The server gave up loading a version: state END with an error."""
 
@@ -355,6 +359,16 @@ class ServingClient:
         """(HTTP status, body) of the status call; raises requests' errors when nothing answers."""
         response = self.session.get(self.model_url(version), timeout=self.timeout_s)
         return response.status_code, _json_body(response)
+
+    def unreachable(self, timeout_s: float = 5.0) -> str | None:
+        """Why the server does not answer its status call (refused, timed out), or None when it answers."""
+        import requests
+
+        try:
+            self.session.get(self.model_url(), timeout=timeout_s)
+        except requests.RequestException as err:
+            return f"{self.model_url()} does not answer: {type(err).__name__}: {err}"
+        return None
 
     def predict(
         self, instances: Any, *, version: int | None = None, signature_name: str = "serving_default"

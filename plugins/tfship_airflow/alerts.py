@@ -10,6 +10,21 @@ from tfship.alerts import build_alert, publish_failure_alert
 from tfship.config import ALERT_WEBHOOK_CONN_ID
 
 log = logging.getLogger(__name__)
+_ALERTED = "tfship_alert_sent"
+
+
+def mark_alerted(error: BaseException) -> BaseException:
+    """Note on the exception that its task already sent a specific alert, so the callback does not repeat it."""
+    setattr(error, _ALERTED, True)
+    return error
+
+
+def fail_after_alert(cause: BaseException, message: str) -> BaseException:
+    """An AirflowFailException for `cause`, carrying its alert mark if the alert went out."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    failure = AirflowFailException(message)
+    return mark_alerted(failure) if getattr(cause, _ALERTED, False) else failure
 
 
 def send_alert(
@@ -56,6 +71,9 @@ def alert_for_failure(context: Mapping[str, Any]) -> dict[str, Any]:
 
 def alert_on_failure(context: Mapping[str, Any]) -> None:
     """`on_failure_callback`: send the alert; a broken webhook is logged, never raised over the failure."""
+    if getattr(context.get("exception"), _ALERTED, False):
+        log.info("the task already sent its own alert for this failure")
+        return
     try:
         send_alert(alert_for_failure(context))
     except Exception:  # the task already failed; losing the alert must not hide why

@@ -12,6 +12,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from tfship.config import ALERT_WEBHOOK_CONN_ID
 from tfship.errors import ConfigError
+from tfship_airflow.alerts import fail_after_alert, mark_alerted
 
 
 def serving_host_queue(host: str) -> str:
@@ -52,8 +53,10 @@ class PublishModelOperator(BaseOperator):
     Failures: per-file retries and endpoint failover happen inside; Airflow's `retries` with
     `retry_exponential_backoff` cover the rest. After the last try (`ti.try_number > ti.max_tries`)
     or at once for a failure no retry can fix (bad manifest, md5 or size mismatch at the source),
-    a Slack-compatible alert goes to the `tfship_alert_webhook` HTTP connection. Do not also set
-    `alert_on_failure` as this task's `on_failure_callback` (that would alert twice).
+    a Slack-compatible alert goes to the `tfship_alert_webhook` HTTP connection and the exception is
+    marked, so `alert_on_failure` as `on_failure_callback` stays silent for it (and speaks when the
+    webhook call itself failed). A task process killed from outside runs neither: in Airflow 3.3
+    the supervisor records the failure from the exit code without calling back.
     """
 
     template_fields: Sequence[str] = ("candidate", "target_dir", "day", "host", "rate_limit_bps", "keep")
@@ -133,7 +136,9 @@ class PublishModelOperator(BaseOperator):
             )
 
     def execute(self, context: Any) -> int:
-        from tfship.publish import PublishError, PublishPolicy, publish_candidate
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from tfship.publish import PublishError, PublishPolicy, SupersededError, publish_candidate
 
         ti = context["ti"]
         try:
@@ -150,14 +155,20 @@ class PublishModelOperator(BaseOperator):
                 self._source(), self.candidate, self.target_dir, host=self.host, run_id=context["run_id"],
                 day=self.day or None, policy=policy,
             )  # fmt: skip
+        except SupersededError as err:
+            raise AirflowSkipException(str(err)) from err
         except PublishError as err:
             if err.permanent or ti.try_number > ti.max_tries:
                 self._alert(context, err)
             if err.permanent:
-                raise AirflowFailException(str(err)) from err  # retrying cannot fix the candidate
+                # retrying cannot fix the candidate
+                raise fail_after_alert(err, str(err)) from err
             raise
+        except ConfigError as err:
+            self._alert(context, err)
+            raise fail_after_alert(err, str(err)) from err  # a bad argument fails every try alike
         except Exception as err:
-            if ti.try_number > ti.max_tries or isinstance(err, AirflowFailException | ConfigError):
+            if ti.try_number > ti.max_tries or isinstance(err, AirflowFailException):
                 self._alert(context, err)
             raise
         if result.transferred:
@@ -174,5 +185,6 @@ class PublishModelOperator(BaseOperator):
             return
         try:
             send_alert(alert_for_failure({**context, "exception": error}), http_conn_id=self.alert_conn_id)
+            mark_alerted(error)
         except Exception:  # the alert is best effort; the task's own error must surface
             self.log.exception("could not send the failure alert through connection %s", self.alert_conn_id)

@@ -11,12 +11,13 @@ from airflow.sdk.exceptions import AirflowSensorTimeout
 class PartitionReadySensor(BaseSensorOperator):
     """Wait until the raw partition of day `day` carries its `_SUCCESS` marker."""
 
-    template_fields = ("day",)
+    template_fields = ("day", "raw_root")
 
-    def __init__(self, *, day: str, dataset: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, day: str, dataset: str | None = None, raw_root: str = "raw", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.day = day
         self.dataset = dataset
+        self.raw_root = raw_root
 
     def _marker(self) -> tuple[Any, str]:
         from tfship.config import Settings
@@ -26,7 +27,7 @@ class PartitionReadySensor(BaseSensorOperator):
 
         settings = Settings.from_env()
         storage = storage_from_settings(settings)
-        return storage, raw_success(self.dataset or settings.dataset, parse_day(self.day))
+        return storage, raw_success(self.dataset or settings.dataset, parse_day(self.day), self.raw_root)
 
     def poke(self, context: Any) -> bool:
         storage, marker = self._marker()

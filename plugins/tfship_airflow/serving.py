@@ -17,6 +17,8 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from tfship.config import ALERT_WEBHOOK_CONN_ID
 from tfship.errors import ConfigError
+from tfship_airflow.alerts import mark_alerted
+from tfship_airflow.release_view import ReleaseViewLink
 
 DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
 
@@ -76,6 +78,23 @@ def send_serving_alert(
     except Exception:  # the task fails anyway; losing the alert must not hide why
         if log is not None:
             log.exception("could not send the serving alert through connection %s", conn_id)
+
+
+def skip_if_superseded(serving_dir: str, version: int, task_id: str) -> None:
+    """Skip when a higher version already sits in the served directory (a backfill overtaken by a newer run).
+
+    TF Serving's `latest` policy will never load the lower number, so waiting for it or sending it
+    a canary would only fail, and a failed canary would reject the good newer version's backup.
+    """
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from tfship.gate import superseded_by
+
+    newer = superseded_by(Path(serving_dir), version)
+    if newer is not None:
+        raise AirflowSkipException(
+            f"{task_id}: version {version} is superseded by version {newer} in {serving_dir}; serving untouched"
+        )
 
 
 def roll_back(
@@ -161,6 +180,7 @@ class DeployServingOperator(BaseOperator):
         )
 
         version = _whole(self.task_id, "version", self.version)
+        skip_if_superseded(self.serving_dir, version, self.task_id)
         docker_url = self.docker_url or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_URL
         # docker_conn_id is a registry login, not the daemon: none is needed for local images.
         api = DockerHook(docker_conn_id=None, base_url=docker_url, version="auto").get_conn()
@@ -218,7 +238,7 @@ class DeployServingOperator(BaseOperator):
             title="tfship: model version failed to load", model=self.model, host=self.host, version=version,
             check="load", detail=detail, context=context, conn_id=self.alert_conn_id, log=self.log,
         )  # fmt: skip
-        raise AirflowFailException(detail) from error
+        raise mark_alerted(AirflowFailException(detail)) from error
 
 
 class CanaryServingOperator(BaseOperator):
@@ -234,6 +254,7 @@ class CanaryServingOperator(BaseOperator):
         "accuracy_floor", "min_argmax_agreement", "max_abs_diff", "latency_budget_ms", "rollback_timeout_s",
     )  # fmt: skip
     ui_color = "#fcf3cf"
+    operator_extra_links = (ReleaseViewLink(),)
 
     def __init__(
         self,
@@ -282,8 +303,10 @@ class CanaryServingOperator(BaseOperator):
             max_abs_diff=_number(self.task_id, "max_abs_diff", self.max_abs_diff),
             latency_budget_ms=_number(self.task_id, "latency_budget_ms", self.latency_budget_ms),
         )
+        skip_if_superseded(self.serving_dir, version, self.task_id)
         target = Path(self.serving_dir)
         base_url = rest_base_url(self.host, _whole(self.task_id, "rest_port", self.rest_port), self.rest_host)
+        self._check_reachable(base_url, version, "before the canary")
         verdict = run_canary(base_url, self.model, version, load_canary(target / str(version) / CANARY_FILE), policy)
         record = {"host": self.host, "run_id": context.get("run_id"), **verdict.to_dict()}
         block = verdict.render()
@@ -292,6 +315,8 @@ class CanaryServingOperator(BaseOperator):
             append_release_event(target, "canary", record)
             return record
         self.log.error("\n%s", block)
+        if "http" in verdict.failed_checks:
+            self._check_reachable(base_url, version, "during the canary")
         detail = block
         try:
             wait_s = _number(self.task_id, "rollback_timeout_s", self.rollback_timeout_s)
@@ -307,7 +332,24 @@ class CanaryServingOperator(BaseOperator):
             check=",".join(verdict.failed_checks), detail=detail, context=context, conn_id=self.alert_conn_id,
             log=self.log,
         )  # fmt: skip
-        raise AirflowFailException(f"canary of model {self.model} version {version} on {self.host} failed:\n{detail}")
+        raise mark_alerted(
+            AirflowFailException(f"canary of model {self.model} version {version} on {self.host} failed:\n{detail}")
+        )
+
+    def _check_reachable(self, base_url: str, version: int, when: str) -> None:
+        """Fail without touching the served directory when nothing answers: rolling back would judge the model."""
+        from tfship.serving import ServingClient, ServingUnreachable
+
+        client = ServingClient(base_url, self.model)
+        try:
+            reason = client.unreachable()
+        finally:
+            client.session.close()
+        if reason is not None:
+            raise ServingUnreachable(
+                f"serving on {self.host} unreachable {when}: {reason}. Version {version} stays in place and "
+                "nothing was rolled back; clear this task once the server answers"
+            )
 
 
 def rollback_on_demand(params: Mapping[str, Any], context: Mapping[str, Any], *, log: Any) -> dict[str, Any]:

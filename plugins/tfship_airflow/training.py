@@ -107,12 +107,19 @@ def run_training(choice: dict, day: str, params: Mapping[str, Any], context: Map
 
 def evaluation_gate(candidate: dict, day: str, params: Mapping[str, Any], context: Mapping[str, Any]) -> dict:
     """Score the served model on the same eval split and decide whether the candidate may go out."""
-    from tfship.gate import decide, served_version_dir
+    from tfship.days import parse_day
+    from tfship.gate import GateDecision, decide, newer_day_served, served_version_dir
     from tfship.model import load_serving_fn
     from tfship.train import evaluate
 
     settings = Settings.from_env()
     served = served_version_dir(Path(next(iter(settings.serving_dirs.values()))))
+    backfill = newer_day_served(parse_day(day), served[0] if served else None)
+    if backfill is not None:
+        # Not even force_publish: a lower version number can never be served by the `latest` policy.
+        print(f"evaluation gate: HOLD: {backfill}", flush=True)
+        held = GateDecision(False, backfill, float(candidate["eval_accuracy"]), None, served[0], False)  # type: ignore[index]
+        return held.to_dict()
     served_accuracy = None
     if served is not None:
         features = _local_features(day, context)

@@ -224,3 +224,17 @@ def test_alert_payload_names_everything():
     assert "http://airflow/dags/d/runs/r/tasks/t?try_number=3" in payload["text"]
     assert "http://airflow/dags/d/runs/r/tasks/t?try_number=3" in json.dumps(payload["blocks"][-1])
     assert "md5 aaa of the bytes read" in payload["blocks"][2]["text"]["text"]
+
+
+def test_an_older_day_is_not_published_over_a_later_one(local_storage, target_dir):
+    from tfship.publish import SupersededError
+
+    later, _ = write_fake_candidate(local_storage, model="mnist", day=DAY, total_bytes=20_000, seed=1)
+    older, _ = write_fake_candidate(local_storage, model="mnist", day=DAY - dt.timedelta(days=3), total_bytes=20_000,
+                                    seed=2)  # fmt: skip
+    assert _publish(local_storage, later, target_dir).version == 2026030100
+    with pytest.raises(SupersededError, match="already holds version 2026030100 of a later day than 2026-02-26"):
+        _publish(local_storage, older, target_dir)
+    assert numeric_children(target_dir) == ["2026030100"]
+    assert [line["version"] for line in release_lines(target_dir)] == [2026030100]
+    assert [p.name for p in target_dir.iterdir() if p.name.startswith(".staging-")] == []

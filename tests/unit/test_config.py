@@ -42,3 +42,15 @@ def test_settings_are_frozen():
     settings = Settings.from_env({})
     with pytest.raises(AttributeError):
         settings.model = "other"  # type: ignore[misc]
+
+
+def test_schedule_start_and_catchup_come_from_the_environment():
+    import datetime as dt
+
+    settings = Settings.from_env({"TFSHIP_SCHEDULE_START": "2026-11-20", "TFSHIP_CATCHUP": "true"})
+    assert (settings.schedule_start, settings.catchup) == (dt.date(2026, 11, 20), True)
+    assert (Settings.from_env({}).schedule_start, Settings.from_env({}).catchup) == (dt.date(2026, 1, 1), False)
+    with pytest.raises(ConfigError, match="TFSHIP_SCHEDULE_START='20/11/2026' is not YYYY-MM-DD"):
+        Settings.from_env({"TFSHIP_SCHEDULE_START": "20/11/2026"})
+    with pytest.raises(ConfigError, match="TFSHIP_CATCHUP='yes please' must be true or false"):
+        Settings.from_env({"TFSHIP_CATCHUP": "yes please"})

@@ -71,3 +71,24 @@ def test_bad_day_names_the_value():
 
 def test_day_number():
     assert day_number(D) == 20261125
+
+
+@pytest.mark.parametrize(
+    ("raw_root", "message"),
+    [
+        ("../outside", "escapes the storage root"),
+        ("a/../../b", "escapes the storage root"),
+        ("/etc", "must be relative"),
+        (".", "the storage root itself"),
+        ("features/replay", "inside features/"),
+        ("", "non-empty"),
+    ],
+)
+def test_raw_root_refuses_escapes_and_pipeline_outputs(raw_root, message):
+    with pytest.raises(ConfigError, match=message):
+        paths.raw_dir("mnist", D, raw_root)
+
+
+def test_raw_root_names_a_replay_directory():
+    assert paths.raw_dir("mnist", D, "replays/fixed/") == "replays/fixed/mnist/dt=2026-11-25"
+    assert paths.raw_success("mnist", D, "raw") == "raw/mnist/dt=2026-11-25/_SUCCESS"

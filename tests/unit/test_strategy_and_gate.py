@@ -99,3 +99,17 @@ def test_cv_grid_param_is_checked():
         grid_from_param([{"learning_rate": 0.01, "layers": 3}])
     with pytest.raises(ConfigError, match="learning_rate"):
         HParams(learning_rate=2.0)
+
+
+def test_a_backfill_day_older_than_the_served_version_is_held():
+    import datetime as dt
+
+    from tfship.gate import newer_day_served
+
+    reason = newer_day_served(dt.date(2026, 11, 20), 2026112501)
+    assert reason is not None
+    assert "day 2026-11-20 is older than the served version 2026112501" in reason
+    assert "serving untouched" in reason
+    assert newer_day_served(dt.date(2026, 11, 25), 2026112501) is None  # a retrain of the served day
+    assert newer_day_served(dt.date(2026, 11, 26), 2026112501) is None
+    assert newer_day_served(dt.date(2026, 11, 20), None) is None
