@@ -7,7 +7,10 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, task
 
 from tfship.config import PROJECT_ROOT, SPARK_CONN_ID, Settings
+from tfship_airflow.alerts import alert_on_failure
+from tfship_airflow.params import with_site_defaults
 from tfship_airflow.publish import PublishModelOperator
+from tfship_airflow.release_view import ReleaseReportOperator
 from tfship_airflow.sensors import PartitionReadySensor
 from tfship_airflow.serving import CanaryServingOperator, DeployServingOperator
 
@@ -31,74 +34,91 @@ digests only, so clearing any task and rerunning it is safe. See the README's ru
 with DAG(
     dag_id="tfship_daily",
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
+    start_date=pendulum.datetime(*SETTINGS.schedule_start.timetuple()[:3], tz="UTC"),
+    catchup=SETTINGS.catchup,
     max_active_runs=1,
-    default_args={"retries": 2, "retry_delay": pendulum.duration(minutes=1), "retry_exponential_backoff": 2.0},
-    params={
-        "day": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            title="Day D",
-            description="The partition day (YYYY-MM-DD) for a manual run; scheduled runs use their data interval.",
-        ),
-        "eval_share": Param(0.1, type="number", exclusiveMinimum=0, exclusiveMaximum=0.5, title="Eval share"),
-        "train_shards": Param(4, type="integer", minimum=1, maximum=1024, title="Train TFRecord shards"),
-        "max_quarantine_share": Param(
-            0.05,
-            type="number",
-            minimum=0,
-            maximum=1,
-            title="Max quarantine share",
-            description="validate_features fails when more than this share of the day's rows was quarantined.",
-        ),
-        "cv_folds": Param(3, type="integer", minimum=2, maximum=10, title="Cross-validation folds"),
-        "cv_subsample": Param(0.3, type="number", exclusiveMinimum=0, maximum=1, title="CV subsample share"),
-        "cv_epochs": Param(2, type="integer", minimum=1, maximum=50, title="Epochs per CV fold"),
-        "cv_grid": Param(
-            None,
-            type=["null", "array"],
-            items={
-                "type": "object",
-                "properties": {
-                    "learning_rate": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
-                    "filters": {"type": "integer", "minimum": 1, "maximum": 256},
-                    "dropout": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
-                },
-                "additionalProperties": False,
-            },
-            title="CV grid",
-            description="Configurations to compare; empty means the built-in grid.",
-        ),
-        "epochs": Param(8, type="integer", minimum=1, maximum=200, title="Training epochs"),
-        "global_batch": Param(128, type="integer", minimum=1, maximum=65536, title="Global batch"),
-        "replicas": Param(2, type="integer", minimum=1, maximum=64, title="CPU replicas when no GPU"),
-        "accuracy_floor": Param(0.9, type="number", minimum=0, maximum=1, title="Accuracy floor"),
-        "accuracy_tolerance": Param(0.005, type="number", minimum=0, maximum=1, title="Tolerance vs served"),
-        "force_publish": Param(False, type="boolean", title="Publish even if the gate says no"),
-        "keep_versions": Param(3, type="integer", minimum=1, maximum=50, title="Versions kept per host"),
-        "publish_rate_bps": Param(0, type="integer", minimum=0, title="Publication rate limit (bytes/s, 0 = none)"),
-        "serving_timeout_s": Param(600, type="integer", minimum=10, maximum=7200, title="Wait for AVAILABLE (s)"),
-        "canary_latency_budget_ms": Param(1000, type="number", exclusiveMinimum=0, title="Canary p99 budget (ms)"),
-        "canary_concurrency": Param(4, type="integer", minimum=1, maximum=64, title="Canary concurrent clients"),
+    default_args={
+        "retries": 2,
+        "retry_delay": pendulum.duration(minutes=1),
+        "retry_exponential_backoff": 2.0,
+        "on_failure_callback": alert_on_failure,
     },
+    params=with_site_defaults(
+        {
+            "day": Param(
+                None,
+                type=["null", "string"],
+                format="date",
+                title="Day D",
+                description="The partition day (YYYY-MM-DD) for a manual run; scheduled runs use their data interval.",
+            ),
+            "raw_root": Param(
+                "raw",
+                type="string",
+                minLength=1,
+                # Relative, no '..' segment: the form refuses a path that leaves the storage root.
+                pattern=r"^(?!/)(?!(.*/)?\.\.(/|$))[A-Za-z0-9_./=-]+$",
+                title="Raw root",
+                description="Directory under the storage root holding <dataset>/dt=D (a corrected replay, say).",
+            ),
+            "eval_share": Param(0.1, type="number", exclusiveMinimum=0, exclusiveMaximum=0.5, title="Eval share"),
+            "train_shards": Param(4, type="integer", minimum=1, maximum=1024, title="Train TFRecord shards"),
+            "max_quarantine_share": Param(
+                0.05,
+                type="number",
+                minimum=0,
+                maximum=1,
+                title="Max quarantine share",
+                description="validate_features fails when more than this share of the day's rows was quarantined.",
+            ),
+            "cv_folds": Param(3, type="integer", minimum=2, maximum=10, title="Cross-validation folds"),
+            "cv_subsample": Param(0.3, type="number", exclusiveMinimum=0, maximum=1, title="CV subsample share"),
+            "cv_epochs": Param(2, type="integer", minimum=1, maximum=50, title="Epochs per CV fold"),
+            "cv_grid": Param(
+                None,
+                type=["null", "array"],
+                items={
+                    "type": "object",
+                    "properties": {
+                        "learning_rate": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+                        "filters": {"type": "integer", "minimum": 1, "maximum": 256},
+                        "dropout": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
+                    },
+                    "additionalProperties": False,
+                },
+                title="CV grid",
+                description="Configurations to compare; empty means the built-in grid.",
+            ),
+            "epochs": Param(8, type="integer", minimum=1, maximum=200, title="Training epochs"),
+            "global_batch": Param(128, type="integer", minimum=1, maximum=65536, title="Global batch"),
+            "replicas": Param(2, type="integer", minimum=1, maximum=64, title="CPU replicas when no GPU"),
+            "accuracy_floor": Param(0.9, type="number", minimum=0, maximum=1, title="Accuracy floor"),
+            "accuracy_tolerance": Param(0.005, type="number", minimum=0, maximum=1, title="Tolerance vs served"),
+            "force_publish": Param(False, type="boolean", title="Publish even if the gate says no"),
+            "keep_versions": Param(3, type="integer", minimum=1, maximum=50, title="Versions kept per host"),
+            "publish_rate_bps": Param(0, type="integer", minimum=0, title="Publication rate limit (bytes/s, 0 = none)"),
+            "serving_timeout_s": Param(600, type="integer", minimum=10, maximum=7200, title="Wait for AVAILABLE (s)"),
+            "canary_latency_budget_ms": Param(1000, type="number", exclusiveMinimum=0, title="Canary p99 budget (ms)"),
+            "canary_concurrency": Param(4, type="integer", minimum=1, maximum=64, title="Canary concurrent clients"),
+        }
+    ),
     doc_md=DOC,
     tags=["tfship", "training", "serving"],
 ) as dag:
 
     @task(retries=0)
     def resolve_day(**context) -> str:
-        """Fix D for the whole run, or fail at once when the run cannot say which day it is."""
-        from tfship_airflow.runtime import run_day
+        """Fix D for the whole run; refuse at once a run that cannot say its day or names a day without data."""
+        from tfship_airflow.runtime import check_run_inputs
 
-        return run_day(context).isoformat()
+        return check_run_inputs(context).isoformat()
 
     day = resolve_day()
 
     wait_for_raw = PartitionReadySensor(
         task_id="wait_for_raw",
         day=DAY,
+        raw_root="{{ params.raw_root }}",
         mode="reschedule",
         poke_interval=SETTINGS.raw_poke_interval_s,
         timeout=SETTINGS.raw_wait_timeout_s,
@@ -132,6 +152,8 @@ with DAG(
             SETTINGS.hdfs_user,
             "--dataset",
             SETTINGS.dataset,
+            "--raw-root",
+            "{{ params.raw_root }}",
             "--eval-share",
             "{{ params.eval_share }}",
             "--train-shards",
@@ -177,7 +199,8 @@ with DAG(
 
         return run_training(choice, day, params, context)
 
-    @task.short_circuit
+    # A 'no' skips only what follows directly (publication, then deploy and canary by their rules).
+    @task.short_circuit(ignore_downstream_trigger_rules=False)
     def evaluate(candidate: dict, day: str, params=None, **context) -> bool:
         """The evaluation gate; a 'no' skips publication, deployment and the canary."""
         from tfship_airflow.training import evaluation_gate
@@ -221,4 +244,14 @@ with DAG(
     results = cross_validate.partial(day=day).expand(hparams=cv_grid())
     features >> results
     candidate = train(choose_config(results), day)
-    evaluate(candidate, day) >> publish_model >> deploy_serving >> canary_serving
+    # A teardown of resolve_day: it runs whatever happened in between and, unlike a plain all_done
+    # leaf, does not turn a failed canary into a successful run; clearing any task in between
+    # clears it too, so the record follows a rerun.
+    report_release = ReleaseReportOperator(
+        task_id="report_release",
+        day=DAY,
+        model=SETTINGS.model,
+        hosts=list(SETTINGS.serving_dirs),
+        retries=1,
+    ).as_teardown(setups=day.operator)
+    evaluate(candidate, day) >> publish_model >> deploy_serving >> canary_serving >> report_release

@@ -19,6 +19,7 @@ from tfship.days import parse_day
 from tfship.errors import TfshipError
 from tfship.paths import features_dir, quarantine_dir, raw_dir
 from tfship.preprocess import read_stats
+from tfship.release_report import release_record_path
 from tfship.sampledata import write_day
 from tfship.storage import storage_from_settings
 
@@ -117,6 +118,11 @@ def main(argv: list[str] | None = None) -> int:
             f"latency p50 {latency.get('p50')} ms, p99 {latency.get('p99')} ms"
         )
     print(f"storage root   {settings.storage_root}")
+    report = xcoms.get(("report_release", "return_value")) or {}
+    if report:
+        record = release_record_path(settings.model, args.day.isoformat(), str(report.get("run_id", run_id)))
+        print(f"release record {storage.uri(record)} ({report.get('status')})")
+        print("release view   /tfship/releases on the api-server (`airflow standalone`, Browse -> Releases)")
     print(f"airflow log    {log_path}")
     if deployed:
         print(f"try it         curl {deployed.get('url')}/v1/models/{settings.model}")

@@ -59,7 +59,13 @@ def test_daily_dag_graph(dagbag):
         "publish_model": {"evaluate"},
         "deploy_serving": {"publish_model"},
         "canary_serving": {"deploy_serving"},
+        "report_release": {"canary_serving", "resolve_day"},
     }
+    # The report runs after anything upstream and leaves the run's state to the real work.
+    report = dag.get_task("report_release")
+    assert report.is_teardown and report.trigger_rule == "all_done_setup_success"
+    assert dag.get_task("resolve_day").is_setup
+    assert dag.default_args["on_failure_callback"].__name__ == "alert_on_failure"
     sensor = dag.get_task("wait_for_raw")
     assert sensor.mode == "reschedule" and sensor.timeout > 0
 
