@@ -1,0 +1,1 @@
+"""Browser-level checks of the Airflow UI (Playwright + headless Chromium)."""
