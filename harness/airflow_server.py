@@ -147,17 +147,32 @@ class AirflowServer:
         quoted = urllib.request.quote(run_id, safe="")
         return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances?limit=200")["task_instances"]
 
+    def set_paused(self, dag_id: str, paused: bool) -> None:
+        """Pause or unpause a DAG (what the UI's toggle does)."""
+        self.request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": paused})
+
+    def unhealthy_parts(self) -> list[str]:
+        """The components whose heartbeat the api-server reports as stale."""
+        health = self.get("/api/v2/monitor/health")
+        return [name for name in HEALTHY_PARTS if (health.get(name) or {}).get("status") != "healthy"]
+
     def wait_for_runs(
         self, dag_id: str, count: int, *, timeout_s: float, where: Any = None, poll_s: float = 3.0
     ) -> list[dict[str, Any]]:
-        """Wait until `count` runs (those `where(run)` accepts) are finished; fail early when a run fails."""
+        """Wait until `count` runs (those `where(run)` accepts) are finished; fail early when a component died."""
         deadline = time.monotonic() + timeout_s
         chosen: list[dict[str, Any]] = []
+        sick_polls = 0
         while time.monotonic() < deadline:
             chosen = [run for run in self.dag_runs(dag_id) if where is None or where(run)]
             finished = [run for run in chosen if run["state"] in TERMINAL_RUN_STATES]
             if len(finished) >= count:
                 return finished
+            # A dead scheduler never finishes anything: say so now instead of at the timeout.
+            sick = self.unhealthy_parts()
+            sick_polls = sick_polls + 1 if sick else 0
+            if sick_polls >= 5:
+                raise AirflowServerError(f"{sick} stopped heartbeating while waiting for runs:\n{self.log_tail()}")
             time.sleep(poll_s)
         states = [(run["dag_run_id"], run["state"]) for run in chosen]
         raise AirflowServerError(f"{count} finished runs of {dag_id} not seen in {timeout_s:.0f}s: {states}")

@@ -55,10 +55,16 @@ def alert_for_failure(context: Mapping[str, Any]) -> dict[str, Any]:
     if error is not None and hasattr(error, "check"):
         return publish_failure_alert(error, log_url=log_url, task=task_label)
     task = context.get("task")
+    day = getattr(task, "day", None)
+    if day is None and getattr(task, "version", None) is not None:
+        from tfship.days import day_of_version
+
+        version_day = day_of_version(task.version)  # deploy and canary know their version, which encodes D
+        day = version_day.isoformat() if version_day else None
     return build_alert(
         title="tfship: task failed",
         model=getattr(task, "model", None),
-        day=getattr(task, "day", None),
+        day=day,
         host=getattr(task, "host", None),
         endpoint=None,
         file=getattr(task, "candidate", None),

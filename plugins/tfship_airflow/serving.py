@@ -65,12 +65,15 @@ def send_serving_alert(
 ) -> None:  # fmt: skip
     """Alert through the webhook connection; a broken webhook is logged, never raised over the failure."""
     from tfship.alerts import build_alert
+    from tfship.days import day_of_version
     from tfship_airflow.alerts import send_alert
 
     ti = context.get("ti")
     task = f"{ti.dag_id}.{ti.task_id} try {ti.try_number}" if ti is not None else None
+    version_day = day_of_version(version)
+    day = version_day.isoformat() if version_day else None
     payload = build_alert(
-        title=title, model=model, day=None, host=host, endpoint=None, file=f"version {version}", check=check,
+        title=title, model=model, day=day, host=host, endpoint=None, file=f"version {version}", check=check,
         detail=detail, log_url=getattr(ti, "log_url", None), task=task,
     )  # fmt: skip
     try:

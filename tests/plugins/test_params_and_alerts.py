@@ -72,3 +72,13 @@ def test_the_failure_callback_stays_silent_when_the_task_already_alerted(monkeyp
     alerts.alert_on_failure({"exception": RuntimeError("killed")})
     [payload] = sent
     assert "killed" in str(payload)
+
+
+def test_a_serving_task_alert_names_the_day_its_version_encodes():
+    from types import SimpleNamespace
+
+    from tfship_airflow.alerts import alert_for_failure
+
+    task = SimpleNamespace(model="mnist", host="local", version="2026112600", candidate=None)
+    payload = alert_for_failure({"task": task, "exception": RuntimeError("nothing answers")})
+    assert "D=2026-11-26" in payload["text"] and "host local" in payload["text"]

@@ -92,3 +92,12 @@ def test_raw_root_refuses_escapes_and_pipeline_outputs(raw_root, message):
 def test_raw_root_names_a_replay_directory():
     assert paths.raw_dir("mnist", D, "replays/fixed/") == "replays/fixed/mnist/dt=2026-11-25"
     assert paths.raw_success("mnist", D, "raw") == "raw/mnist/dt=2026-11-25/_SUCCESS"
+
+
+def test_day_of_version_reads_d_back_from_the_number():
+    from tfship.days import day_of_version
+
+    assert day_of_version(2026112503) == dt.date(2026, 11, 25)
+    assert day_of_version("2026010100") == dt.date(2026, 1, 1)
+    assert day_of_version("{{ ti.xcom_pull() }}") is None
+    assert day_of_version(2026133100) is None
