@@ -80,7 +80,7 @@ def make_strategy(*, replicas: int, env: Mapping[str, str]) -> tuple[Any, Strate
     gpus = tf.config.list_physical_devices("GPU")
     plan = plan_strategy(replicas=replicas, gpus=len(gpus), tf_config=env.get("TF_CONFIG"))
     if plan.kind == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy(), plan
+        return _keras_multi_worker_strategy(), plan
     if plan.kind == "gpus":
         return tf.distribute.MirroredStrategy(), plan
     [cpu] = tf.config.list_physical_devices("CPU")
@@ -92,3 +92,24 @@ def make_strategy(*, replicas: int, env: Mapping[str, str]) -> tuple[Any, Strate
     if len(devices) < replicas:
         raise ConfigError(f"asked for {replicas} CPU replicas but the runtime has {len(devices)} logical CPUs")
     return tf.distribute.MirroredStrategy(devices=devices), plan
+
+
+def _keras_multi_worker_strategy() -> Any:
+    """MultiWorkerMirroredStrategy whose `reduce` accepts what Keras 3's `fit` hands it."""
+    import tensorflow as tf
+
+    class KerasMultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+        """Reduce leaf by leaf; a scalar (loss, metric) is averaged over the replicas only."""
+
+        # Keras 3 passes a whole (images, labels) batch, which only MirroredStrategy maps over,
+        # and asks for scalars along axis 0, which they lack: both fail in fit's first step.
+        def reduce(self, reduce_op: Any, value: Any, axis: int | None = None) -> Any:
+            parent = super().reduce
+
+            def one(leaf: Any) -> Any:
+                scalar = all(part.shape.rank == 0 for part in self.experimental_local_results(leaf))
+                return parent(reduce_op, leaf, None if scalar else axis)
+
+            return tf.nest.map_structure(one, value)
+
+    return KerasMultiWorkerStrategy()

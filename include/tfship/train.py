@@ -215,11 +215,15 @@ def train_and_export(storage: Storage, config: TrainConfig, *, env: Mapping[str,
     env = os.environ if env is None else env
     strategy, plan = make_strategy(replicas=config.replicas, env=env)  # before any other TF work
     per_replica = per_replica_batch(plan, config.global_batch)
+    chief = plan.task_index == 0
+    # Workers given the same --work-dir (one host, or a shared disk) must not share checkpoint,
+    # progress or export files: every worker but the chief keeps them in its own subdirectory.
+    work_dir = config.work_dir if chief else config.work_dir / f"worker-{plan.task_index}"
     import keras
     import tensorflow as tf
 
-    config.work_dir.mkdir(parents=True, exist_ok=True)
-    features = stage_features(storage, config.dataset, config.day, config.work_dir / "features")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    features = stage_features(storage, config.dataset, config.day, work_dir / "features")
     check_trainable(features)
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
@@ -243,19 +247,24 @@ def train_and_export(storage: Storage, config: TrainConfig, *, env: Mapping[str,
         eval_data = make_dataset(
             features.files["eval"], batch_size=validation_batch, training=False, seed=config.seed, drop_remainder=True
         )
+    # Several workers split each batch by rows: sharding by file (TF's default) refuses a day
+    # with fewer shards than workers, and preprocess writes one eval shard.
+    by_rows = tf.data.Options()
+    by_rows.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    train_data = train_data.with_options(by_rows)
+    eval_data = eval_data.with_options(by_rows) if eval_data is not None else None
     with strategy.scope():
         model = build_model(config.hparams)
-    progress = config.work_dir / PROGRESS_FILE
+    progress = work_dir / PROGRESS_FILE
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(config.work_dir / "backup"), save_freq="epoch", delete_checkpoint=False),
+        keras.callbacks.BackupAndRestore(str(work_dir / "backup"), save_freq="epoch", delete_checkpoint=False),
         _progress_callback(progress),
     ]
     model.fit(train_data, validation_data=eval_data, epochs=config.epochs, callbacks=callbacks, verbose=2)
 
-    local = config.work_dir / "candidate"
+    local = work_dir / "candidate"
     shutil.rmtree(local, ignore_errors=True)
-    chief = plan.task_index == 0
-    export_for_serving(model, config.hparams, local if chief else config.work_dir / f"export-worker-{plan.task_index}")
+    export_for_serving(model, config.hparams, local)
     if not chief:
         return TrainResult("", "", "", {}, reused=True)
     serving_fn = load_serving_fn(local)
