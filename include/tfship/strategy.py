@@ -44,9 +44,13 @@ def parse_tf_config(raw: str | None) -> dict | None:
         raise ConfigError(f"TF_CONFIG is malformed ({type(err).__name__}: {err}): {raw[:200]!r}") from None
     if not isinstance(workers, list) or not workers or not all(isinstance(w, str) and ":" in w for w in workers):
         raise ConfigError(f"TF_CONFIG cluster.worker must be a non-empty list of host:port, got {workers!r}")
-    if task_type not in ("worker", "chief"):
-        raise ConfigError(f"TF_CONFIG task.type must be 'worker' or 'chief', got {task_type!r}")
-    if task_type == "worker" and not 0 <= index < len(workers):
+    # Worker 0 is the chief here (it exports and uploads); a separate chief role would make two.
+    if "chief" in config["cluster"] or task_type == "chief":
+        raise ConfigError("TF_CONFIG with a 'chief' role is not supported: list every host under cluster.worker "
+                          "(worker 0 exports and uploads)")  # fmt: skip
+    if task_type != "worker":
+        raise ConfigError(f"TF_CONFIG task.type must be 'worker', got {task_type!r}")
+    if not 0 <= index < len(workers):
         raise ConfigError(f"TF_CONFIG task.index {index} is outside the {len(workers)} workers")
     return config if len(workers) > 1 else None
 

@@ -39,6 +39,14 @@ def test_single_worker_tf_config_is_plain_local_training():
         (json.dumps({"cluster": {"worker": "h1:1"}, "task": {"type": "worker", "index": 0}}), "non-empty list"),
         (json.dumps({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "ps", "index": 0}}), "'ps'"),
         (json.dumps({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 5}}), "index 5"),
+        (
+            json.dumps({"cluster": {"chief": ["c:1"], "worker": ["a:1"]}, "task": {"type": "worker", "index": 0}}),
+            "'chief' role is not supported",
+        ),
+        (
+            json.dumps({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "chief", "index": 0}}),
+            "'chief' role is not supported",
+        ),
     ],
 )
 def test_malformed_tf_config_is_refused_clearly(raw, message):
