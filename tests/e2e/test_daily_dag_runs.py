@@ -141,7 +141,11 @@ def test_run_on_real_hdfs_publishes_the_candidate_from_hdfs(hdfs_cluster, tmp_pa
     assert served["digest"] == on_hdfs.digest
 
 
-def test_missing_partition_times_out_naming_the_path(tmp_path: Path):
+def test_an_incomplete_partition_times_out_naming_the_path(tmp_path: Path):
+    # Files landed but the producer never wrote _SUCCESS: the sensor waits, then names the marker.
+    partial = tmp_path / "raw" / "mnist" / "dt=2026-10-01"
+    partial.mkdir(parents=True)
+    (partial / "part-00000.jsonl.gz").write_bytes(b"")
     done = _dags_test(
         f"file://{tmp_path}",
         {"day": "2026-10-01"},
@@ -150,6 +154,14 @@ def test_missing_partition_times_out_naming_the_path(tmp_path: Path):
     output = done.stdout + done.stderr
     assert done.returncode != 0
     assert f"file://{tmp_path}/raw/mnist/dt=2026-10-01/_SUCCESS did not appear within 3s" in output
+
+
+def test_a_manual_day_without_data_is_refused_before_any_work(tmp_path: Path):
+    done = _dags_test(f"file://{tmp_path}", {"day": "2026-10-02"})
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert f"day 2026-10-02 has no raw data: file://{tmp_path}/raw/mnist/dt=2026-10-02 does not exist" in output
+    assert "[DAG TEST] end task task_id=wait_for_raw" not in output
 
 
 def test_a_day_param_that_is_not_a_date_is_refused(tmp_path: Path):
