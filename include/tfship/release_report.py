@@ -33,6 +33,7 @@ CV_PLOT = "cv_results.png"
 TRAINING_PLOT = "training.png"
 
 RELEASED, HELD, FAILED, ROLLED_BACK = "released", "held", "failed", "rolled back"
+SUPERSEDED = "superseded"  # a host already held a later day's version: this run left it alone
 MAX_HTTP_ERRORS = 5  # a dead server fails every batch: the first few say enough
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
@@ -113,8 +114,12 @@ def _canary(record: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return canary
 
 
-def _host_status(published: int | None, deploy: Any, canary: Mapping[str, Any] | None) -> str:
+def _host_status(
+    published: int | None, deploy: Any, canary: Mapping[str, Any] | None, superseded: str | None = None
+) -> str:
     """What happened on one host, in the words of the page."""
+    if superseded:
+        return SUPERSEDED
     if canary is not None:
         if canary.get("passed"):
             return RELEASED
@@ -165,6 +170,7 @@ def release_record(
     deploys: Sequence[Mapping[str, Any] | None] | None = None,
     canaries: Sequence[Mapping[str, Any] | None] | None = None,
     dag_id: str | None = None,
+    superseded: Sequence[str | None] | None = None,
 ) -> dict[str, Any]:
     """The JSON-ready record of one run; per-host sequences follow `hosts`, a missing piece is None."""
     check_name("model", model)
@@ -173,6 +179,7 @@ def release_record(
     versions = [_as_version(value) for value in _aligned(published, len(hosts))]
     deploy_list = _aligned(deploys, len(hosts))
     canary_list = [_canary(record) for record in _aligned(canaries, len(hosts))]
+    superseded_list = _aligned(superseded, len(hosts))
     candidate, gate = _candidate(train), _gate(decision)
     held = gate is not None and not gate["publish"]
     host_entries = [
@@ -181,9 +188,12 @@ def release_record(
             "published_version": version,
             "deploy": dict(deploy) if deploy else None,
             "canary": canary,
-            "status": "skipped" if held else _host_status(version, deploy, canary),
+            "status": "skipped" if held else _host_status(version, deploy, canary, newer),
+            **({"superseded": newer} if newer and not held else {}),
         }
-        for host, version, deploy, canary in zip(hosts, versions, deploy_list, canary_list, strict=True)
+        for host, version, deploy, canary, newer in zip(
+            hosts, versions, deploy_list, canary_list, superseded_list, strict=True
+        )
     ]
     published_versions = [v for v in versions if v is not None]
     version = max(published_versions) if published_versions else None
@@ -198,13 +208,17 @@ def release_record(
         status, summary = FAILED, "the gate said publish but there is no serving host"
     else:
         states = {entry["status"] for entry in host_entries}
-        if states == {RELEASED}:
+        if states == {SUPERSEDED}:
+            # A later day's version got out first (an overlapping backfill): nothing older was served.
+            status, summary = HELD, "superseded: " + "; ".join(f"{e['host']}: {e['superseded']}" for e in host_entries)
+        elif states == {RELEASED}:
             status = RELEASED
         elif states <= {RELEASED, ROLLED_BACK}:
             status = ROLLED_BACK
         else:
             status = FAILED
-        summary = _summary(status, host_entries, version, gate)
+        if states != {SUPERSEDED}:
+            summary = _summary(status, host_entries, version, gate)
     return {
         "schema": SCHEMA_VERSION,
         "model": model,

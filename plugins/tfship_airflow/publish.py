@@ -156,6 +156,7 @@ class PublishModelOperator(BaseOperator):
                 day=self.day or None, policy=policy,
             )  # fmt: skip
         except SupersededError as err:
+            ti.xcom_push(key="superseded", value=str(err))  # read by the release record
             raise AirflowSkipException(str(err)) from err
         except PublishError as err:
             if err.permanent or ti.try_number > ti.max_tries:

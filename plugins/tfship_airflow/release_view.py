@@ -103,11 +103,11 @@ class ReleaseReportOperator(BaseOperator):
             self.log.error("this run has no day D (%s): there is no release to record", err)
             return None
 
-    def _per_host(self, ti: Any, task_id: str, count: int) -> list[Any]:
+    def _per_host(self, ti: Any, task_id: str, count: int, key: str = "return_value") -> list[Any]:
         """One XCom per map index 0..count-1; a skipped or failed copy gives None."""
         if count == 0:
             return []
-        values = ti.xcom_pull(task_ids=task_id, map_indexes=list(range(count)))
+        values = ti.xcom_pull(task_ids=task_id, key=key, map_indexes=list(range(count)))
         return list(values) if isinstance(values, list) else [values]
 
     def _logged_canary(self, serving_dir: str | None, run_id: str, version: Any) -> dict[str, Any] | None:
@@ -144,6 +144,11 @@ class ReleaseReportOperator(BaseOperator):
         published = self._per_host(ti, self.publish_task_id, len(hosts))
         deploys = self._per_host(ti, self.deploy_task_id, len(hosts))
         canaries = self._per_host(ti, self.canary_task_id, len(hosts))
+        # The first of publish/deploy/canary that skipped because a later version already sat there.
+        superseded: list[str | None] = [None] * len(hosts)
+        for task_id in (self.publish_task_id, self.deploy_task_id, self.canary_task_id):
+            for index, reason in enumerate(self._per_host(ti, task_id, len(hosts), key="superseded")):
+                superseded[index] = superseded[index] or (reason if isinstance(reason, str) else None)
         settings = Settings.from_env()
         for index, host in enumerate(hosts):
             if canaries[index] is None and published[index] is not None:
@@ -158,6 +163,7 @@ class ReleaseReportOperator(BaseOperator):
             published=published,
             deploys=[value if isinstance(value, Mapping) else None for value in deploys],
             canaries=[value if isinstance(value, Mapping) else None for value in canaries],
+            superseded=superseded,
             dag_id=ti.dag_id,
         )
         storage = storage_from_settings(settings)

@@ -83,7 +83,10 @@ def send_serving_alert(
             log.exception("could not send the serving alert through connection %s", conn_id)
 
 
-def skip_if_superseded(serving_dir: str, version: int, task_id: str) -> None:
+SUPERSEDED_KEY = "superseded"  # XCom a skipped copy leaves for the release record
+
+
+def skip_if_superseded(serving_dir: str, version: int, task_id: str, context: Any = None) -> None:
     """Skip when a higher version already sits in the served directory (a backfill overtaken by a newer run).
 
     TF Serving's `latest` policy will never load the lower number, so waiting for it or sending it
@@ -95,9 +98,10 @@ def skip_if_superseded(serving_dir: str, version: int, task_id: str) -> None:
 
     newer = superseded_by(Path(serving_dir), version)
     if newer is not None:
-        raise AirflowSkipException(
-            f"{task_id}: version {version} is superseded by version {newer} in {serving_dir}; serving untouched"
-        )
+        reason = f"version {version} is superseded by version {newer} in {serving_dir}; serving untouched"
+        if context is not None:
+            context["ti"].xcom_push(key=SUPERSEDED_KEY, value=reason)
+        raise AirflowSkipException(f"{task_id}: {reason}")
 
 
 def roll_back(
@@ -183,7 +187,7 @@ class DeployServingOperator(BaseOperator):
         )
 
         version = _whole(self.task_id, "version", self.version)
-        skip_if_superseded(self.serving_dir, version, self.task_id)
+        skip_if_superseded(self.serving_dir, version, self.task_id, context)
         docker_url = self.docker_url or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_URL
         # docker_conn_id is a registry login, not the daemon: none is needed for local images.
         api = DockerHook(docker_conn_id=None, base_url=docker_url, version="auto").get_conn()
@@ -306,7 +310,7 @@ class CanaryServingOperator(BaseOperator):
             max_abs_diff=_number(self.task_id, "max_abs_diff", self.max_abs_diff),
             latency_budget_ms=_number(self.task_id, "latency_budget_ms", self.latency_budget_ms),
         )
-        skip_if_superseded(self.serving_dir, version, self.task_id)
+        skip_if_superseded(self.serving_dir, version, self.task_id, context)
         target = Path(self.serving_dir)
         base_url = rest_base_url(self.host, _whole(self.task_id, "rest_port", self.rest_port), self.rest_host)
         self._check_reachable(base_url, version, "before the canary")

@@ -82,3 +82,23 @@ def test_a_serving_task_alert_names_the_day_its_version_encodes():
     task = SimpleNamespace(model="mnist", host="local", version="2026112600", candidate=None)
     payload = alert_for_failure({"task": task, "exception": RuntimeError("nothing answers")})
     assert "D=2026-11-26" in payload["text"] and "host local" in payload["text"]
+
+
+def test_deploy_and_canary_skip_a_version_a_higher_one_overtook(tmp_path):
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from tfship_airflow.serving import skip_if_superseded
+
+    pushed = {}
+
+    class FakeTi:
+        def xcom_push(self, key, value):
+            pushed[key] = value
+
+    for name in ("2026112000", "2026112600", ".rejected", "2026112700-not-a-version"):
+        (tmp_path / name).mkdir()
+    skip_if_superseded(str(tmp_path), 2026112600, "deploy_serving", {"ti": FakeTi()})  # the newest: goes on
+    assert pushed == {}
+    with pytest.raises(AirflowSkipException, match="version 2026112000 is superseded by version 2026112600"):
+        skip_if_superseded(str(tmp_path), 2026112000, "canary_serving", {"ti": FakeTi()})
+    assert "superseded by version 2026112600" in pushed["superseded"]

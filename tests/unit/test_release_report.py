@@ -119,6 +119,23 @@ def test_held_run_skips_every_host():
     ]
 
 
+def test_a_run_overtaken_by_a_later_day_is_held_not_failed():
+    why = "version 2026030400 is superseded by version 2026030500 in /srv/serving/mnist; serving untouched"
+    record = release_record(
+        model="mnist", day="2026-03-04", run_id=RUN, hosts=["local"], train=TRAIN, decision=PUBLISH,
+        published=[2026030400], deploys=None, canaries=None, superseded=[why],
+    )  # fmt: skip
+    assert record["status"] == "held"
+    assert record["summary"] == f"superseded: local: {why}"
+    assert [(h["status"], h["superseded"]) for h in record["hosts"]] == [("superseded", why)]
+    # Without the note the same pieces read as a failure to deploy.
+    failed = release_record(
+        model="mnist", day="2026-03-04", run_id=RUN, hosts=["local"], train=TRAIN, decision=PUBLISH,
+        published=[2026030400], deploys=None, canaries=None,
+    )  # fmt: skip
+    assert (failed["status"], failed["hosts"][0]["status"]) == ("failed", "not deployed")
+
+
 def test_failed_canary_that_rolled_back():
     rollback = {"rejected": [2026030400], "moved_to": ["/x/.rejected/2026030400"], "serving": 2026030300}
     record = release_record(
