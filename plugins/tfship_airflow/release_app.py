@@ -94,11 +94,15 @@ def _history(storage: Storage, model: str, limit: int) -> ReleaseHistory:
         return ReleaseHistory([], [f"release records unreadable: {err}"])
 
 
-def require_login() -> Callable[..., None]:
-    """Airflow's own check (the UI session cookie or a bearer token), as for every api-server route."""
-    from airflow.api_fastapi.core_api.security import requires_authenticated
+def require_login(dag_id: str = "tfship_daily") -> Callable[..., None]:
+    """Airflow's own check: a logged-in user (session cookie or bearer token) allowed to read the DAG's runs.
 
-    return requires_authenticated()
+    The records are what the daily DAG's runs did, so whoever may not see those runs may not see them here.
+    """
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+    from airflow.api_fastapi.core_api.security import requires_access_dag
+
+    return requires_access_dag("GET", DagAccessEntity.RUN, param_dag_id=dag_id)
 
 
 def create_app(login: Callable[..., Any] | None = None) -> FastAPI:
