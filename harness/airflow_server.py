@@ -139,8 +139,7 @@ class AirflowServer:
 
     def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
         """Every run of the DAG, oldest logical date first."""
-        runs = self.get(f"/api/v2/dags/{dag_id}/dagRuns?limit=100&order_by=run_after")["dag_runs"]
-        return runs
+        return self.get(f"/api/v2/dags/{dag_id}/dagRuns?limit=100&order_by=run_after")["dag_runs"]
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         """Every task instance of one run (mapped copies included)."""

@@ -16,7 +16,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from harness import PartUnavailable
+from harness import PartUnavailable, apt_install
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
@@ -37,15 +37,8 @@ def _answers(base_url: str) -> bool:
 
 
 def _install_dockerd() -> None:
-    if shutil.which("dockerd"):
-        return
-    if os.geteuid() != 0:
-        raise PartUnavailable("Docker: no engine answers and dockerd is missing (root is needed to install docker.io)")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "docker.io"]):
-        done = subprocess.run(command, env=env, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise PartUnavailable(f"Docker: {' '.join(command)} failed: {done.stderr[-1500:]}")
+    if not shutil.which("dockerd"):
+        apt_install("docker.io", part="Docker: no engine answers and dockerd is missing")
 
 
 def ensure_engine(timeout_s: float = 60.0) -> str:

@@ -17,9 +17,8 @@ from pathlib import Path
 from tfship.config import Settings
 from tfship.days import parse_day
 from tfship.errors import TfshipError
-from tfship.paths import features_dir, quarantine_dir, raw_dir
+from tfship.paths import features_dir, quarantine_dir, raw_dir, release_record_path
 from tfship.preprocess import read_stats
-from tfship.release_report import release_record_path
 from tfship.sampledata import write_day
 from tfship.storage import storage_from_settings
 

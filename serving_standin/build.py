@@ -110,13 +110,9 @@ def _ensure_debootstrap() -> str:
     found = shutil.which("debootstrap") or ("/usr/sbin/debootstrap" if Path("/usr/sbin/debootstrap").exists() else None)
     if found:
         return found
-    if os.geteuid() != 0:
-        raise RuntimeError("debootstrap is missing and installing it needs root: apt-get install debootstrap")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "debootstrap"]):
-        done = subprocess.run(command, env=env, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} failed: {done.stderr[-1500:]}")
+    from harness import apt_install
+
+    apt_install("debootstrap", part="the stand-in image build", error=RuntimeError)
     return "/usr/sbin/debootstrap"
 
 

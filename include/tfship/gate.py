@@ -85,7 +85,5 @@ def served_version_dir(serving_dir: Path) -> tuple[int, Path] | None:
 
 def superseded_by(serving_dir: Path, version: int) -> int | None:
     """The highest version above `version` in the serving directory, if any (the `latest` policy serves it)."""
-    if not serving_dir.is_dir():
-        return None
-    higher = [int(p.name) for p in serving_dir.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > version]
-    return max(higher, default=None)
+    newest = served_version_dir(serving_dir)
+    return newest[0] if newest is not None and newest[0] > version else None

@@ -6,13 +6,17 @@ Nothing here reads the clock: a cleared task rerun writes to the same place.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import posixpath
 import re
 
+from tfship.days import parse_day
 from tfship.errors import ConfigError, PathEscapeError
 
 SUCCESS_MARKER = "_SUCCESS"
+RELEASES_DIR = "releases"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")  # what a run id may not carry into a path
 
 
 def check_name(kind: str, value: str) -> str:
@@ -46,7 +50,7 @@ def partition(day: dt.date) -> str:
 
 DEFAULT_RAW_ROOT = "raw"
 # The pipeline writes under these; a raw root inside one of them would read our own output as input.
-_OUTPUT_ROOTS = ("features", "quarantine", "models", "work", "releases")
+_OUTPUT_ROOTS = ("features", "quarantine", "models", "work", RELEASES_DIR)
 
 
 def check_raw_root(raw_root: str) -> str:
@@ -93,5 +97,20 @@ def candidate_dir(model: str, day: dt.date, digest: str) -> str:
 
 def work_dir(dag_id: str, run_id: str) -> str:
     """Scratch space of one DAG run (checkpoints, plots); run ids are made path-safe."""
-    safe_run = re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)
-    return posixpath.join("work", check_name("dag", dag_id), safe_run)
+    return posixpath.join("work", check_name("dag", dag_id), _UNSAFE.sub("_", run_id))
+
+
+def run_slug(run_id: str) -> str:
+    """A file name for a run id: unsafe characters become '_', plus a hash so two ids never collide."""
+    readable = _UNSAFE.sub("_", run_id).lstrip(".") or "run"
+    return f"{readable[:120]}-{hashlib.md5(run_id.encode('utf-8')).hexdigest()[:8]}"
+
+
+def model_releases_dir(model: str) -> str:
+    """`releases/<model>`: every record of one model, one directory per day D."""
+    return posixpath.join(RELEASES_DIR, check_name("model", model))
+
+
+def release_record_path(model: str, day: str, run_id: str) -> str:
+    """`releases/<model>/<D>/<run-slug>.json`: the same run always lands on the same file."""
+    return posixpath.join(model_releases_dir(model), parse_day(day).isoformat(), f"{run_slug(run_id)}.json")

@@ -32,6 +32,7 @@ from urllib.parse import urlparse
 
 from tfship.days import day_number, parse_day
 from tfship.errors import ConfigError, StorageError, TfshipError
+from tfship.gate import newer_day_served
 from tfship.manifest import MANIFEST_FILE, FileEntry, Manifest, ManifestError, parse_manifest
 from tfship.storage import LocalStorage, Storage, WebHdfsStorage
 
@@ -617,7 +618,7 @@ def _publish_locked(run: _Publication, day: str | dt.date | None) -> PublishResu
         return PublishResult(version, manifest.digest, False, None, 0, time.monotonic() - run.started)
 
     newest = max(numeric_versions(run.target), default=None)
-    if newest is not None and newest // 100 > day_number(manifest_day):
+    if newer_day_served(manifest_day, newest) is not None:
         # A backfill that got past the gate while a newer run published: keep the host as it is.
         raise SupersededError(
             f"{run.target} already holds version {newest} of a later day than {run.day}: "

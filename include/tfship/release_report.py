@@ -8,7 +8,6 @@ on the storage root; `render_release_page` makes a self-contained HTML page of t
 
 from __future__ import annotations
 
-import hashlib
 import html
 import json
 import posixpath
@@ -20,11 +19,10 @@ from urllib.parse import quote
 
 from tfship.days import parse_day
 from tfship.errors import ConfigError, PathEscapeError, StorageError
-from tfship.paths import check_name, normalize_relative
+from tfship.paths import check_name, model_releases_dir, normalize_relative, release_record_path
 from tfship.storage import Storage
 
 SCHEMA_VERSION = 1
-RELEASES_DIR = "releases"
 # The candidate files the page shows or links; anything else in a candidate stays private.
 ARTIFACT_FILES = frozenset(
     {"cv_results.png", "training.png", "metrics.json", "canary.json", "cv_results.json", "MANIFEST.json"}
@@ -35,27 +33,6 @@ TRAINING_PLOT = "training.png"
 RELEASED, HELD, FAILED, ROLLED_BACK = "released", "held", "failed", "rolled back"
 SUPERSEDED = "superseded"  # a host already held a later day's version: this run left it alone
 MAX_HTTP_ERRORS = 5  # a dead server fails every batch: the first few say enough
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
-
-
-# ---------------------------------------------------------------- paths
-
-
-def run_slug(run_id: str) -> str:
-    """A file name for a run id: unsafe characters become '_', plus a hash so two ids never collide."""
-    readable = _UNSAFE.sub("_", run_id).lstrip(".") or "run"
-    return f"{readable[:120]}-{hashlib.md5(run_id.encode('utf-8')).hexdigest()[:8]}"
-
-
-def model_releases_dir(model: str) -> str:
-    """`releases/<model>`: every record of one model, one directory per day D."""
-    return posixpath.join(RELEASES_DIR, check_name("model", model))
-
-
-def release_record_path(model: str, day: str, run_id: str) -> str:
-    """`releases/<model>/<D>/<run-slug>.json`: the same run always lands on the same file."""
-    return posixpath.join(model_releases_dir(model), parse_day(day).isoformat(), f"{run_slug(run_id)}.json")
 
 
 # ---------------------------------------------------------------- the record

@@ -78,13 +78,14 @@ class Site:
         self.docker_url = docker_url
         self.faults: dict[str, Any] = {}
 
+    def log_lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in (self.serving / "releases.jsonl").read_text().splitlines()]
+
     def releases(self) -> list[dict[str, Any]]:
-        lines = (self.serving / "releases.jsonl").read_text().splitlines()
-        return [json.loads(line) for line in lines if "event" not in json.loads(line)]
+        return [line for line in self.log_lines() if "event" not in line]
 
     def events(self, kind: str) -> list[dict[str, Any]]:
-        lines = (self.serving / "releases.jsonl").read_text().splitlines()
-        return [json.loads(line) for line in lines if json.loads(line).get("event") == kind]
+        return [line for line in self.log_lines() if line.get("event") == kind]
 
     def served(self) -> dict[str, Any]:
         with urllib.request.urlopen("http://127.0.0.1:8501/v1/models/mnist", timeout=10) as answer:

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from tfship.errors import ConfigError, PathEscapeError
+from tfship.paths import release_record_path
 from tfship.release_report import (
     canary_from_release_log,
     candidate_artifact_path,
     read_release_records,
     release_record,
-    release_record_path,
     render_release_page,
     render_release_text,
     served_state,
