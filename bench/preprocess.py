@@ -24,8 +24,8 @@ import time
 import zlib
 from pathlib import Path
 
-from tfship.preprocess import validate_line
-from tfship.sampledata import write_day
+from tfship.data.quality import validate_line
+from tfship.data.sampledata import write_day
 from tfship.storage import LocalStorage
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -68,10 +68,19 @@ def baseline(raw_dir: Path, out_dir: Path) -> int:
 def spark_job(root: str, master: str) -> float:
     """Wall seconds of spark-submit of the real job."""
     command = [
-        "spark-submit", "--master", master, "--conf", "spark.ui.enabled=false",
+        "spark-submit",
+        "--master",
+        master,
+        "--conf",
+        "spark.ui.enabled=false",
         str(PROJECT_ROOT / "include" / "jobs" / "preprocess.py"),
-        "--day", DAY.isoformat(), "--storage-root", root, "--train-shards", "8",
-    ]  # fmt: skip
+        "--day",
+        DAY.isoformat(),
+        "--storage-root",
+        root,
+        "--train-shards",
+        "8",
+    ]
     start = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True)
     return time.perf_counter() - start
@@ -81,9 +90,15 @@ def spark_startup(master: str, tmp: Path) -> float:
     """Wall seconds of spark-submit of a job that counts three lines: start-up and tear-down."""
     (tmp / "three.txt").write_text("a\nb\nc\n")
     command = [
-        "spark-submit", "--master", master, "--conf", "spark.ui.enabled=false",
-        str(PROJECT_ROOT / "include" / "jobs" / "spark_smoke.py"), f"file://{tmp}/three.txt", str(tmp / "out.json"),
-    ]  # fmt: skip
+        "spark-submit",
+        "--master",
+        master,
+        "--conf",
+        "spark.ui.enabled=false",
+        str(PROJECT_ROOT / "include" / "jobs" / "spark_smoke.py"),
+        f"file://{tmp}/three.txt",
+        str(tmp / "out.json"),
+    ]
     start = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True)
     return time.perf_counter() - start
@@ -94,8 +109,8 @@ def image_encoding_comparison(tmp: Path) -> None:
     import numpy as np
     import tensorflow as tf
 
-    from tfship.sampledata import make_images
-    from tfship.schema import encode_features
+    from tfship.data.sampledata import make_images
+    from tfship.data.schema import encode_features
 
     images, labels = make_images(np.random.default_rng(1), 4096)
     pairs = list(zip(images, labels, strict=True))

@@ -20,7 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from tfship.publish import PublishPolicy, Source, publish_candidate
+from tfship.config import StorageConfig
+from tfship.release.publish import PublishPolicy, publish_candidate
+from tfship.release.transfer import Source
 from tfship.storage import WebHdfsStorage
 
 # harness/ sits at the project root, which `python bench/publish.py` does not put on sys.path.
@@ -51,26 +53,26 @@ def _measure(cluster: MiniHdfs, work: Path, label: str, size_bytes: int, seed: i
     storage.delete("", recursive=True)
     day = dt.date(2026, 6, 1)
     candidate, manifest = write_fake_candidate(storage, model="mnist", day=day, total_bytes=size_bytes, seed=seed)
-    source = Source(root, (cluster.webhdfs_url,), USER)
+    source = Source(StorageConfig(root, (cluster.webhdfs_url,), USER))
     files = [entry.path for entry in manifest.files] + ["MANIFEST.json"]
     hdfs_dir = posixpath.join(storage.root, candidate)
 
-    plain_dir, target = work / f"{label}-plain", work / f"{label}-serving"
+    plain_dir, serving_dir = work / f"{label}-plain", work / f"{label}-serving"
     # Alternate baseline and publish twice; keep each one's best, so page-cache warmth is shared fairly.
     plain_s, publish_s = [], []
     for attempt in range(2):
         shutil.rmtree(plain_dir, ignore_errors=True)
         plain_s.append(_plain_download(cluster.webhdfs_url, hdfs_dir, plain_dir, files))
-        shutil.rmtree(target, ignore_errors=True)
+        shutil.rmtree(serving_dir, ignore_errors=True)
         started = time.perf_counter()
-        publish_candidate(source, candidate, target, host="bench", run_id=f"bench-{attempt}", rng=random.Random(0))
+        publish_candidate(source, candidate, serving_dir, host="bench", run_id=f"bench-{attempt}", rng=random.Random(0))
         publish_s.append(time.perf_counter() - started)
     started = time.perf_counter()
-    result = publish_candidate(source, candidate, target, host="bench", run_id="noop", policy=PublishPolicy())
+    result = publish_candidate(source, candidate, serving_dir, host="bench", run_id="noop", policy=PublishPolicy())
     noop_s = time.perf_counter() - started
     assert not result.transferred
     shutil.rmtree(plain_dir, ignore_errors=True)
-    shutil.rmtree(target, ignore_errors=True)
+    shutil.rmtree(serving_dir, ignore_errors=True)
     storage.delete("", recursive=True)
     return {"bytes": manifest.total_bytes, "plain": min(plain_s), "publish": min(publish_s), "noop": noop_s}
 

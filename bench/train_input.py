@@ -26,10 +26,10 @@ DAY = dt.date(2026, 2, 1)
 PROBE = r"""
 import json, sys, time
 import tensorflow as tf
-from tfship.strategy import make_strategy
+from tfship.training.strategy import make_strategy
 from tfship.storage import LocalStorage
-from tfship.features_io import make_dataset, stage_features
-from tfship.model import HParams, build_model
+from tfship.training.features_io import make_dataset, stage_features
+from tfship.training.model import HParams, build_model
 import datetime as dt
 root, replicas, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 strategy, plan = make_strategy(replicas=replicas, env={})
@@ -66,11 +66,28 @@ def main(argv: list[str] | None = None) -> int:
     root = f"file://{PROJECT_ROOT}/var/bench/train-{args.rows}"
     env = dict(os.environ, TFSHIP_STORAGE_ROOT=root)
     if not Path(root.removeprefix("file://"), "features/mnist", f"dt={DAY}", "_SUCCESS").exists():
-        subprocess.run([sys.executable, "-m", "jobs.generate_raw", "--day", str(DAY), "--rows", str(args.rows)],
-                       check=True, env=env, capture_output=True)  # fmt: skip
-        subprocess.run(["spark-submit", "--master", "local[2]", "--conf", "spark.ui.enabled=false",
-                        str(PROJECT_ROOT / "include/jobs/preprocess.py"), "--day", str(DAY), "--storage-root", root],
-                       check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-m", "jobs.generate_raw", "--day", str(DAY), "--rows", str(args.rows)],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
+        subprocess.run(
+            [
+                "spark-submit",
+                "--master",
+                "local[2]",
+                "--conf",
+                "spark.ui.enabled=false",
+                str(PROJECT_ROOT / "include/jobs/preprocess.py"),
+                "--day",
+                str(DAY),
+                "--storage-root",
+                root,
+            ],
+            check=True,
+            capture_output=True,
+        )
 
     pipeline = probe(root, 1, "pipeline")["pipeline"]
     step = {replicas: probe(root, replicas, "step")["step"] for replicas in (1, 2)}
@@ -84,14 +101,29 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="train-work-", dir=PROJECT_ROOT / "var" / "bench"))
     start = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "jobs.train", "--day", str(DAY), "--work-dir", str(work), "--epochs", "8",
-         "--hparams", json.dumps({"learning_rate": 0.003, "filters": 32})],
-        env=env, capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "jobs.train",
+            "--day",
+            str(DAY),
+            "--work-dir",
+            str(work),
+            "--epochs",
+            "8",
+            "--hparams",
+            json.dumps({"learning_rate": 0.003, "filters": 32}),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     line = next(x for x in done.stdout.splitlines() if x.startswith("TFSHIP_RESULT "))
     accuracy = json.loads(line.removeprefix("TFSHIP_RESULT "))["eval_accuracy"]
-    print(f"full training ({args.rows} rows, 8 epochs, 2 replicas): eval accuracy {accuracy:.4f} (goal >= 0.95), "
-          f"{time.perf_counter() - start:.0f} s")  # fmt: skip
+    print(
+        f"full training ({args.rows} rows, 8 epochs, 2 replicas): eval accuracy {accuracy:.4f} (goal >= 0.95), "
+        f"{time.perf_counter() - start:.0f} s"
+    )
     return 0
 
 

@@ -8,11 +8,11 @@ from airflow.sdk import DAG, Param, task
 from tfship.config import Settings
 
 SETTINGS = Settings.from_env()
-HOSTS = sorted(SETTINGS.serving_dirs)
+HOSTS = sorted(host.name for host in SETTINGS.serving_hosts)
 
 DOC = """
 ### serving_rollback
-Moves versions out of the host's TF Serving directory into `.rejected/` (the publisher never
+Moves versions out of the host's serving dir into `.rejected/` (the publisher never
 reuses their numbers), waits until the version left on top is AVAILABLE and answers its own
 canary set, and records a `"event": "rollback"` line in `releases.jsonl`.
 `target`: `previous` rejects the newest version; a number rejects every version above it.
@@ -35,20 +35,22 @@ with DAG(
             title="Target version",
             description="'previous', or the version number (YYYYMMDDnn) to serve again.",
         ),
-        "rest_port": Param(8501, type="integer", minimum=1, maximum=65535, title="TF Serving REST port"),
+        "rest_port": Param(
+            SETTINGS.serving_rest_port, type="integer", minimum=1, maximum=65535, title="TF Serving REST port"
+        ),
         "timeout_s": Param(600, type="integer", minimum=10, maximum=7200, title="Wait for the old version (s)"),
     },
     doc_md=DOC,
     tags=["tfship", "serving"],
 ) as dag:
 
-    @task
+    @task(multiple_outputs=False)
     def rollback_serving(params=None, **context) -> dict:
         """Reject the versions above the target and wait until the target serves again."""
         import logging
 
-        from tfship_airflow.serving import rollback_on_demand
+        from tfship_airflow.rollback import rollback_on_demand
 
-        return rollback_on_demand(params, context, log=logging.getLogger("airflow.task"))
+        return rollback_on_demand(SETTINGS, params, context, log=logging.getLogger("airflow.task"))
 
     rollback_serving()

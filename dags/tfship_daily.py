@@ -8,19 +8,15 @@ from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, task
 
 from tfship.config import PROJECT_ROOT, SPARK_CONN_ID, Settings
 from tfship_airflow.alerts import alert_on_failure
+from tfship_airflow.canary import CanaryServingOperator
+from tfship_airflow.deploy import DeployServingOperator
 from tfship_airflow.params import with_site_defaults
-from tfship_airflow.publish import PublishModelOperator
-from tfship_airflow.release_view import ReleaseReportOperator
+from tfship_airflow.publish import SUPERSEDED_KEY, PublishModelOperator
+from tfship_airflow.report import ReleaseReportOperator
 from tfship_airflow.sensors import PartitionReadySensor
-from tfship_airflow.serving import CanaryServingOperator, DeployServingOperator
+from tfship_airflow.serving import serving_kwargs
 
 SETTINGS = Settings.from_env()
-DAY = "{{ ti.xcom_pull(task_ids='resolve_day') }}"
-SERVING_TARGETS = [{"host": host, "target_dir": path} for host, path in SETTINGS.serving_dirs.items()]
-# The same host order as SERVING_TARGETS: map index i of deploy/canary follows publish_model's copy i.
-SERVING_HOSTS = [{"host": host, "serving_dir": path} for host, path in SETTINGS.serving_dirs.items()]
-PUBLISHED_VERSION = "{{ ti.xcom_pull(task_ids='publish_model', map_indexes=ti.map_index) }}"
-
 # Named by its URI: one asset per storage root, so a test root never collides with production's.
 FEATURES = Asset(uri=f"{SETTINGS.storage_root}/features/{SETTINGS.dataset}", extra={"partitioned_by": "dt"})
 
@@ -37,6 +33,8 @@ with DAG(
     start_date=pendulum.datetime(*SETTINGS.schedule_start.timetuple()[:3], tz="UTC"),
     catchup=SETTINGS.catchup,
     max_active_runs=1,
+    # Params reach operators as numbers, not strings (each operator's numeric fields are typed).
+    render_template_as_native_obj=True,
     default_args={
         "retries": 2,
         "retry_delay": pendulum.duration(minutes=1),
@@ -100,104 +98,103 @@ with DAG(
             "serving_timeout_s": Param(600, type="integer", minimum=10, maximum=7200, title="Wait for AVAILABLE (s)"),
             "canary_latency_budget_ms": Param(1000, type="number", exclusiveMinimum=0, title="Canary p99 budget (ms)"),
             "canary_concurrency": Param(4, type="integer", minimum=1, maximum=64, title="Canary concurrent clients"),
-        }
+        },
+        SETTINGS.param_defaults,
     ),
     doc_md=DOC,
     tags=["tfship", "training", "serving"],
 ) as dag:
 
-    @task(retries=0)
-    def resolve_day(**context) -> str:
-        """Fix D for the whole run; refuse at once a run that cannot say its day or names a day without data."""
+    @task(retries=0, multiple_outputs=True)
+    def resolve_day(**context) -> dict[str, str]:
+        """Fix D and the raw root for the run; refuse at once a run without a day, or a manual day without data."""
         from tfship_airflow.runtime import check_run_inputs
 
-        return check_run_inputs(context).isoformat()
+        return check_run_inputs(SETTINGS, context).to_dict()
 
-    day = resolve_day()
+    run_inputs = resolve_day()
+    day = run_inputs["day"]
 
     wait_for_raw = PartitionReadySensor(
         task_id="wait_for_raw",
-        day=DAY,
-        raw_root="{{ params.raw_root }}",
+        day=day,
+        dataset=SETTINGS.dataset,
+        storage=SETTINGS.storage,
+        raw_root=run_inputs["raw_root"],
         mode="reschedule",
         poke_interval=SETTINGS.raw_poke_interval_s,
         timeout=SETTINGS.raw_wait_timeout_s,
         retries=0,
     )
 
-    @task
+    @task(multiple_outputs=False)
     def package_library() -> str:
         """The library as a content-addressed zip on the storage root, for the Spark executors."""
         from tfship.packaging import publish_library_zip
-        from tfship.storage import storage_from_settings
 
-        return publish_library_zip(storage_from_settings(Settings.from_env()))
+        return publish_library_zip(SETTINGS.storage.open())
 
     library_zip = package_library()
 
+    # Arguments as --name=value: a whole-string template stays a string under native rendering.
     preprocess = SparkSubmitOperator(
         task_id="preprocess",
         conn_id=SPARK_CONN_ID,
         application=str(PROJECT_ROOT / "include" / "jobs" / "preprocess.py"),
-        py_files="{{ ti.xcom_pull(task_ids='package_library') }}",
-        name="tfship-preprocess-{{ ti.xcom_pull(task_ids='resolve_day') }}",
+        py_files=library_zip,
+        name="tfship-preprocess-{{ run_id }}",
         application_args=[
             "--day",
-            DAY,
-            "--storage-root",
-            SETTINGS.storage_root,
-            "--webhdfs-endpoints",
-            ";".join(SETTINGS.webhdfs_endpoints),
-            "--hdfs-user",
-            SETTINGS.hdfs_user,
-            "--dataset",
-            SETTINGS.dataset,
+            day,
             "--raw-root",
-            "{{ params.raw_root }}",
-            "--eval-share",
-            "{{ params.eval_share }}",
-            "--train-shards",
-            "{{ params.train_shards }}",
+            run_inputs["raw_root"],
+            f"--storage-root={SETTINGS.storage_root}",
+            f"--webhdfs-endpoints={';'.join(SETTINGS.webhdfs_endpoints)}",
+            f"--hdfs-user={SETTINGS.hdfs_user}",
+            f"--dataset={SETTINGS.dataset}",
+            "--eval-share={{ params.eval_share }}",
+            "--train-shards={{ params.train_shards }}",
         ],
         conf={"spark.ui.showConsoleProgress": "false"},
     )
 
-    @task(outlets=[FEATURES])
+    @task(outlets=[FEATURES], multiple_outputs=False)
     def validate_features(day: str, params=None, outlet_events=None) -> dict:
         """Refuse a day with no valid rows or too much quarantine; return its stats."""
         from tfship_airflow.features import validate_day_features
 
-        stats, summary = validate_day_features(day, max_quarantine_share=float(params["max_quarantine_share"]))
+        stats, summary = validate_day_features(SETTINGS, day, max_quarantine_share=params["max_quarantine_share"])
         outlet_events[FEATURES].extra = {"day": day, **summary}
         return stats
 
     @task
     def cv_grid(params=None) -> list[dict]:
         """The configurations to compare (the Param, else the built-in grid)."""
-        from tfship.cv import grid_from_param
+        from tfship.training.cv import grid_from_param
 
         return [hparams.to_dict() for hparams in grid_from_param(params["cv_grid"])]
 
-    @task(retries=1)
+    @task(retries=1, multiple_outputs=False)
     def cross_validate(hparams: dict, day: str, params=None, **context) -> dict:
         """k-fold accuracy of one configuration on the subsample (one mapped task each)."""
         from tfship_airflow.training import cross_validate_config
 
-        return cross_validate_config(hparams, day, params, context)
+        return cross_validate_config(SETTINGS, hparams, day, params, context)
 
-    @task
+    @task(multiple_outputs=False)
     def choose_config(results: list[dict], **context) -> dict:
         """The best configuration, with cv_results.json/png written for the candidate."""
         from tfship_airflow.training import choose_config as choose
 
-        return choose(list(results), context)
+        return choose(SETTINGS, list(results), context)
 
-    @task
+    # Each key is handed on too: publication needs only the candidate's path.
+    @task(multiple_outputs=True)
     def train(choice: dict, day: str, params=None, **context) -> dict:
         """tf.distribute training, export and upload of the candidate (resumes after a retry)."""
         from tfship_airflow.training import run_training
 
-        return run_training(choice, day, params, context)
+        return run_training(SETTINGS, choice, day, params, context)
 
     # A 'no' skips only what follows directly (publication, then deploy and canary by their rules).
     @task.short_circuit(ignore_downstream_trigger_rules=False)
@@ -205,53 +202,63 @@ with DAG(
         """The evaluation gate; a 'no' skips publication, deployment and the canary."""
         from tfship_airflow.training import evaluation_gate
 
-        decision = evaluation_gate(candidate, day, params, context)
+        decision = evaluation_gate(SETTINGS, candidate, day, params, context)
         context["ti"].xcom_push(key="decision", value=decision)
         return decision["publish"]
 
+    features = validate_features(day)
+    wait_for_raw >> preprocess >> features
+    results = cross_validate.partial(day=day).expand(hparams=cv_grid())
+    features >> results
+    trained = train(choose_config(results), day)
+    gate = evaluate(trained, day)
+
+    # One copy per serving host; host h's deploy and canary take what host h's copy upstream handed on.
     publish_model = PublishModelOperator.partial(
         task_id="publish_model",
-        candidate="{{ ti.xcom_pull(task_ids='train')['candidate'] }}",
-        day=DAY,
+        candidate=trained["candidate"],
+        day=day,
+        storage=SETTINGS.storage,
         keep="{{ params.keep_versions }}",
         rate_limit_bps="{{ params.publish_rate_bps }}",
         map_index_template="{{ task.host }}",
-    ).expand_kwargs(SERVING_TARGETS)
+    ).expand_kwargs([host.to_kwargs() for host in SETTINGS.serving_hosts])
 
     deploy_serving = DeployServingOperator.partial(
         task_id="deploy_serving",
         model=SETTINGS.model,
-        version=PUBLISHED_VERSION,
+        rest_port=SETTINGS.serving_rest_port,
         available_timeout_s="{{ params.serving_timeout_s }}",
         map_index_template="{{ task.host }}",
         retries=0,
-    ).expand_kwargs(SERVING_HOSTS)
+    ).expand_kwargs(publish_model.output.map(serving_kwargs))
 
     canary_serving = CanaryServingOperator.partial(
         task_id="canary_serving",
         model=SETTINGS.model,
-        version=PUBLISHED_VERSION,
+        rest_port=SETTINGS.serving_rest_port,
         accuracy_floor="{{ params.accuracy_floor }}",
         concurrency="{{ params.canary_concurrency }}",
         latency_budget_ms="{{ params.canary_latency_budget_ms }}",
         map_index_template="{{ task.host }}",
         retries=0,
-    ).expand_kwargs(SERVING_HOSTS)
+    ).expand_kwargs(deploy_serving.output.map(serving_kwargs))
 
-    features = validate_features(day)
-    day >> wait_for_raw >> preprocess >> features
-    library_zip >> preprocess
-    results = cross_validate.partial(day=day).expand(hparams=cv_grid())
-    features >> results
-    candidate = train(choose_config(results), day)
+    gate >> publish_model
     # A teardown of resolve_day: it runs whatever happened in between and, unlike a plain all_done
     # leaf, does not turn a failed canary into a successful run; clearing any task in between
     # clears it too, so the record follows a rerun.
-    report_release = ReleaseReportOperator(
+    ReleaseReportOperator(
         task_id="report_release",
-        day=DAY,
+        day=day,
         model=SETTINGS.model,
-        hosts=list(SETTINGS.serving_dirs),
+        hosts=SETTINGS.serving_hosts,
+        storage=SETTINGS.storage,
+        candidate=trained,
+        decision=gate["decision"],
+        publications=publish_model.output,
+        deployments=deploy_serving.output,
+        canaries=canary_serving.output,
+        holds=[copies.output[SUPERSEDED_KEY] for copies in (publish_model, deploy_serving, canary_serving)],
         retries=1,
-    ).as_teardown(setups=day.operator)
-    evaluate(candidate, day) >> publish_model >> deploy_serving >> canary_serving >> report_release
+    ).as_teardown(setups=run_inputs.operator)

@@ -43,7 +43,9 @@ class AirflowServer:
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            # Paused until the test unpauses them (`unpause`): a scheduler that starts tasks before the
+            # api-server listens fails them with "connection refused" on a loaded machine.
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
             "AIRFLOW__API__PORT": str(port),
@@ -149,6 +151,18 @@ class AirflowServer:
     def set_paused(self, dag_id: str, paused: bool) -> None:
         """Pause or unpause a DAG (what the UI's toggle does)."""
         self.request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": paused})
+
+    def unpause(self, dag_id: str, timeout_s: float = 180.0) -> None:
+        """Unpause a DAG once the DAG processor has put it in the metadata DB."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            status, _ = self.request("GET", f"/api/v2/dags/{dag_id}", expect_error=True)
+            if status == 200:
+                self.set_paused(dag_id, False)
+                return
+            if time.monotonic() > deadline:
+                raise AirflowServerError(f"DAG {dag_id} not parsed after {timeout_s:.0f}s:\n{self.log_tail()}")
+            time.sleep(2)
 
     def unhealthy_parts(self) -> list[str]:
         """The components whose heartbeat the api-server reports as stale."""

@@ -54,8 +54,11 @@ def ensure_engine(timeout_s: float = 60.0) -> str:
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             ["dockerd", "--storage-driver=vfs", "--iptables=false", "--bridge=none", "-H", DEFAULT_SOCKET],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     (STATE_DIR / "dockerd.pid").write_text(str(process.pid))
     deadline = time.monotonic() + timeout_s
     while not _answers(DEFAULT_SOCKET):

@@ -11,8 +11,8 @@ import hashlib
 import posixpath
 import random
 
-from tfship.manifest import FileEntry, Manifest, build_manifest, write_manifest
 from tfship.paths import candidate_dir
+from tfship.release.manifest import FileEntry, Manifest, build_manifest, write_manifest
 from tfship.storage import Storage
 
 _WRITE_CHUNK = 4 << 20

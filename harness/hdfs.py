@@ -63,14 +63,31 @@ class MiniHdfs:
             stale.unlink(missing_ok=True)
         log_path = self.base_dir / "minicluster.log"
         command = [
-            _java(), "-Xmx768m", "-cp", f"{jars}/*", MANAGER_CLASS,
-            "-format", "-nnport", "0", "-httpport", "0", "-datanodes", str(self.datanodes),
-            "-D", f"hdfs.minidfs.basedir={self.base_dir / 'data'}",
-            "-D", "dfs.permissions.enabled=false",
-            "-D", "dfs.webhdfs.enabled=true",
-            "-D", "dfs.namenode.rpc-bind-host=127.0.0.1",
-            "-writeDetails", str(details), "-writeConfig", str(config),
-        ]  # fmt: skip
+            _java(),
+            "-Xmx768m",
+            "-cp",
+            f"{jars}/*",
+            MANAGER_CLASS,
+            "-format",
+            "-nnport",
+            "0",
+            "-httpport",
+            "0",
+            "-datanodes",
+            str(self.datanodes),
+            "-D",
+            f"hdfs.minidfs.basedir={self.base_dir / 'data'}",
+            "-D",
+            "dfs.permissions.enabled=false",
+            "-D",
+            "dfs.webhdfs.enabled=true",
+            "-D",
+            "dfs.namenode.rpc-bind-host=127.0.0.1",
+            "-writeDetails",
+            str(details),
+            "-writeConfig",
+            str(config),
+        ]
         with open(log_path, "wb") as log:
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True

@@ -15,12 +15,11 @@ import sys
 from pathlib import Path
 
 from tfship.config import Settings
+from tfship.data.sampledata import write_day
+from tfship.data.stats import read_stats
 from tfship.days import parse_day
 from tfship.errors import TfshipError
 from tfship.paths import features_dir, quarantine_dir, raw_dir, release_record_path
-from tfship.preprocess import read_stats
-from tfship.sampledata import write_day
-from tfship.storage import storage_from_settings
 
 DAG_ID = "tfship_daily"
 
@@ -54,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     settings = Settings.from_env()
-    storage = storage_from_settings(settings)
+    storage = settings.storage.open()
     print(f"[run] generating raw partition {storage.uri(raw_dir(settings.dataset, args.day))}", flush=True)
     summary = write_day(storage, args.day, dataset=settings.dataset, rows=args.rows)
 
@@ -63,10 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     log_path = log_dir / f"{DAG_ID}-{args.day.isoformat()}.log"
     print(f"[run] airflow dags test {DAG_ID} (day {args.day}); log: {log_path}", flush=True)
     with open(log_path, "w") as log:
-        done = subprocess.run(
-            ["airflow", "dags", "test", DAG_ID, "-c", json.dumps({"day": args.day.isoformat()})],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        command = ["airflow", "dags", "test", DAG_ID, "-c", json.dumps({"day": args.day.isoformat()})]
+        done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
     run_id, run_state, task_states, xcoms = _latest_run()
 
     print("\n=== tfship daily run ===")
@@ -89,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     trained = xcoms.get(("train", "return_value")) or {}
     choice = xcoms.get(("choose_config", "return_value")) or {}
     decision = xcoms.get(("evaluate", "decision")) or {}
-    version = xcoms.get(("publish_model", "return_value"))
+    published = xcoms.get(("publish_model", "return_value")) or {}
+    version = published.get("version")
     if choice:
         print(f"cv best        {choice.get('config_id')}  (report {choice.get('report_dir')})")
     if trained:
@@ -97,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"accuracy       {trained.get('eval_accuracy')} on the eval split (loss {trained.get('eval_loss')})")
     if decision:
         print(f"gate           {'PUBLISH' if decision.get('publish') else 'HOLD'}: {decision.get('reason')}")
-    serving = settings.serving_dirs
-    print(f"model version  {version if version is not None else 'not published'} -> {', '.join(serving.values())}")
+    hosts = ", ".join(host.serving_dir for host in settings.serving_hosts)
+    print(f"model version  {version if version is not None else 'not published'} -> {hosts}")
     deployed = xcoms.get(("deploy_serving", "return_value")) or {}
     canary = xcoms.get(("canary_serving", "return_value")) or {}
     if deployed:

@@ -10,9 +10,9 @@ import posixpath
 
 import numpy as np
 
+from tfship.data.sampledata import make_images
+from tfship.data.schema import encode_example, frame_record
 from tfship.paths import features_dir
-from tfship.sampledata import make_images
-from tfship.schema import encode_example, frame_record
 
 
 def write_features(storage, day: dt.date, *, rows: int = 1200, eval_every: int = 5, labels=None, seed: int = 0):

@@ -9,8 +9,8 @@ import sys
 from dataclasses import asdict
 
 from tfship.config import Settings
+from tfship.data.sampledata import write_day
 from tfship.days import parse_day
-from tfship.sampledata import write_day
 from tfship.storage import open_storage
 
 

@@ -6,9 +6,9 @@ import argparse
 import json
 import sys
 
-from tfship.datasets import dataset_spec
+from tfship.data.datasets import dataset_spec
+from tfship.data.preprocess import preprocess_day
 from tfship.days import parse_day
-from tfship.preprocess import preprocess_day
 from tfship.storage import open_storage
 
 

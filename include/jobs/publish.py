@@ -1,4 +1,4 @@
-"""Entry point: publish one candidate model into one serving host's TF Serving base path."""
+"""Entry point: publish one candidate model into one serving host's serving dir."""
 
 from __future__ import annotations
 
@@ -8,18 +8,18 @@ import logging
 import random
 import socket
 import sys
-from dataclasses import asdict
 
-from tfship.config import Settings
+from tfship.config import Settings, StorageConfig
 from tfship.errors import TfshipError
-from tfship.publish import PublishError, PublishPolicy, Source, publish_candidate
+from tfship.release.publish import PublishError, PublishPolicy, publish_candidate
+from tfship.release.transfer import Source
 
 
 def _parser() -> argparse.ArgumentParser:
     settings = Settings.from_env()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--candidate", required=True, help="candidate directory, relative to the source root")
-    parser.add_argument("--target", required=True, help="absolute TF Serving base path of the model on this host")
+    parser.add_argument("--serving-dir", required=True, help="the model's TF Serving base path on this host (absolute)")
     parser.add_argument("--source-root", default=settings.storage_root)
     parser.add_argument("--webhdfs-endpoints", default=";".join(settings.webhdfs_endpoints), help="';'-separated")
     parser.add_argument("--hdfs-user", default=settings.hdfs_user)
@@ -42,13 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        source = Source(
-            args.source_root,
-            tuple(e for e in args.webhdfs_endpoints.split(";") if e),
-            args.hdfs_user,
-            connect_timeout_s=args.connect_timeout_s,
-            read_timeout_s=args.read_timeout_s,
+        storage = StorageConfig(
+            args.source_root, tuple(e for e in args.webhdfs_endpoints.split(";") if e), args.hdfs_user
         )
+        source = Source(storage, connect_timeout_s=args.connect_timeout_s, read_timeout_s=args.read_timeout_s)
         policy = PublishPolicy(
             rate_limit_bps=args.rate_limit_bps,
             keep=args.keep,
@@ -57,16 +54,22 @@ def main(argv: list[str] | None = None) -> int:
             deadline_s=args.deadline_s,
         )
         result = publish_candidate(
-            source, args.candidate, args.target, host=args.host, run_id=args.run_id, day=args.day,
-            policy=policy, rng=random.Random(args.seed),
-        )  # fmt: skip
+            source,
+            args.candidate,
+            args.serving_dir,
+            host=args.host,
+            run_id=args.run_id,
+            day=args.day,
+            policy=policy,
+            rng=random.Random(args.seed),
+        )
     except PublishError as err:
         print(f"TFSHIP_PUBLISH_FAILED check={err.check}: {err}", file=sys.stderr)
         return 1
     except TfshipError as err:
         print(f"TFSHIP_PUBLISH_FAILED: {err}", file=sys.stderr)
         return 2
-    print("TFSHIP_PUBLISH " + json.dumps(asdict(result)), flush=True)
+    print("TFSHIP_PUBLISH " + json.dumps(result.to_dict()), flush=True)
     return 0
 
 

@@ -15,9 +15,8 @@ from pathlib import Path
 from tfship.config import Settings
 from tfship.days import parse_day
 from tfship.errors import TfshipError
-from tfship.model import HParams
-from tfship.storage import storage_from_settings
-from tfship.train import TrainConfig, train_and_export
+from tfship.training.model import HParams
+from tfship.training.train import TrainConfig, train_and_export
 
 RESULT_PREFIX = "TFSHIP_RESULT "
 ERROR_PREFIX = "TFSHIP_ERROR "
@@ -49,19 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         extra_files={path.name: path.read_bytes() for path in args.extra_file},
     )
     try:
-        result = train_and_export(storage_from_settings(settings), config, env=os.environ)
+        result = train_and_export(settings.storage.open(), config, env=os.environ)
     except TfshipError as err:
         print(ERROR_PREFIX + str(err), flush=True)
         return BAD_INPUT_EXIT
-    summary = {
-        "candidate": result.candidate,
-        "candidate_uri": result.candidate_uri,
-        "digest": result.digest,
-        "reused": result.reused,
-        "eval_accuracy": result.metrics.get("eval_accuracy"),
-        "eval_loss": result.metrics.get("eval_loss"),
-    }
-    print(RESULT_PREFIX + json.dumps(summary), flush=True)
+    print(RESULT_PREFIX + json.dumps(result.summary().to_dict()), flush=True)
     return 0
 
 

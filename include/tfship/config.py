@@ -1,16 +1,27 @@
-"""The one typed home of configuration: environment first, then embedded defaults."""
+"""The one typed home of configuration: environment first, then embedded defaults.
+
+`Settings.from_env()` is read once per process by whoever owns the process (a DAG file, a job's
+`main`, the release view app) and handed on; nothing else reads TFSHIP_* variables.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import getpass
+import json
+import logging
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tfship.errors import ConfigError
 from tfship.paths import check_name
+
+if TYPE_CHECKING:
+    from tfship.storage import Storage
 
 # Airflow connection ids. Secrets live only in connections, never in this module.
 SPARK_CONN_ID = "spark_default"
@@ -20,17 +31,65 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_STORAGE_ROOT = (PROJECT_ROOT / "var" / "storage").as_uri()
 DEFAULT_LOCAL_WORK_DIR = str(PROJECT_ROOT / "var" / "work")
 DEFAULT_SERVING_ROOT = PROJECT_ROOT / "var" / "serving"
+DEFAULT_REST_PORT = 8501
+
+SERVING_DIR_ENV = "TFSHIP_SERVING_DIR"
+# The old name of SERVING_DIR_ENV, still read for one release (with a warning naming the new one).
+DEPRECATED_SERVING_DIR_ENV = "TFSHIP_SERVING_TARGETS"
+PARAM_DEFAULTS_ENV = "TFSHIP_PARAM_DEFAULTS"
+REST_PORT_ENV = "TFSHIP_SERVING_REST_PORT"
+
+log = logging.getLogger(__name__)
 
 
-def _split_targets(value: str) -> tuple[tuple[str, str], ...]:
-    """'host=/abs/dir;host2=/abs/dir2' -> ((host, dir), ...)."""
-    targets = []
+@dataclass(frozen=True)
+class StorageConfig:
+    """Where the storage root is and how to reach it: `file:///dir`, or `hdfs://nn/dir` over WebHDFS/HttpFS."""
+
+    root_uri: str
+    webhdfs_endpoints: tuple[str, ...] = ()
+    hdfs_user: str = field(default_factory=getpass.getuser)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "webhdfs_endpoints", tuple(self.webhdfs_endpoints))
+        if self.root_uri.startswith("hdfs://") and not self.webhdfs_endpoints:
+            raise ConfigError(f"storage root {self.root_uri!r} is on HDFS but TFSHIP_WEBHDFS_ENDPOINTS is empty")
+
+    def open(self) -> Storage:
+        """The storage backend for this root."""
+        from tfship.storage import open_storage
+
+        return open_storage(self.root_uri, self.webhdfs_endpoints, self.hdfs_user)
+
+
+@dataclass(frozen=True)
+class ServingHost:
+    """One serving host and its serving dir: the model's TF Serving base path on that host."""
+
+    name: str
+    serving_dir: str
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.serving_dir.startswith("/"):
+            raise ConfigError(f"serving host {self.name!r}={self.serving_dir!r} must look like host=/absolute/dir")
+
+    def to_kwargs(self) -> dict[str, str]:
+        """`{"host": ..., "serving_dir": ...}`: one mapped task copy's arguments."""
+        return {"host": self.name, "serving_dir": self.serving_dir}
+
+
+def parse_serving_hosts(value: str) -> tuple[ServingHost, ...]:
+    """'host=/abs/dir;host2=/abs/dir2' -> ServingHosts, in that order."""
+    hosts = []
     for item in (part.strip() for part in value.split(";") if part.strip()):
-        host, _, directory = item.partition("=")
-        if not host or not directory.startswith("/"):
+        name, _, directory = item.partition("=")
+        if not name or not directory.strip().startswith("/"):
             raise ConfigError(f"serving target {item!r} must look like host=/absolute/dir")
-        targets.append((host.strip(), directory.strip()))
-    return tuple(targets)
+        hosts.append(ServingHost(name.strip(), directory.strip()))
+    names = [host.name for host in hosts]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"serving hosts {names} name a host twice")
+    return tuple(hosts)
 
 
 def _split_endpoints(value: str) -> tuple[str, ...]:
@@ -39,6 +98,39 @@ def _split_endpoints(value: str) -> tuple[str, ...]:
         if not endpoint.startswith(("http://", "https://")):
             raise ConfigError(f"WebHDFS endpoint {endpoint!r} must start with http:// or https://")
     return endpoints
+
+
+def _serving_dir_value(env: Mapping[str, str]) -> str:
+    """TFSHIP_SERVING_DIR, else (for one release) the deprecated TFSHIP_SERVING_TARGETS, with a warning."""
+    old = env.get(DEPRECATED_SERVING_DIR_ENV, "")
+    if old:
+        ignored = f"; it is ignored because {SERVING_DIR_ENV} is set" if env.get(SERVING_DIR_ENV) else ""
+        message = (
+            f"{DEPRECATED_SERVING_DIR_ENV} is deprecated: set {SERVING_DIR_ENV} (same host=/dir;... form){ignored}"
+        )
+        log.warning(message)
+        warnings.warn(message, FutureWarning, stacklevel=3)
+    return env.get(SERVING_DIR_ENV) or old
+
+
+def _param_defaults(value: str) -> dict[str, Any]:
+    try:
+        overrides = json.loads(value)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{PARAM_DEFAULTS_ENV} is not JSON: {err}") from None
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{PARAM_DEFAULTS_ENV} must be a JSON object of Param name -> default")
+    return overrides
+
+
+def _port(name: str, value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{name}={value!r} is not a TCP port")
+    return port
 
 
 @dataclass(frozen=True)
@@ -53,23 +145,38 @@ class Settings:
     raw_wait_timeout_s: int = 6 * 3600
     raw_poke_interval_s: int = 60
     local_work_dir: str = DEFAULT_LOCAL_WORK_DIR
-    serving_targets: tuple[tuple[str, str], ...] = ()
+    # Empty means one local host serving from DEFAULT_SERVING_ROOT/<model> (see `serving_hosts`).
+    configured_hosts: tuple[ServingHost, ...] = ()
+    serving_rest_port: int = DEFAULT_REST_PORT
+    # Param name -> default for this environment (scheduled runs carry no conf); checked by the DAG's Params.
+    param_defaults: Mapping[str, Any] = field(default_factory=dict)
     # When the schedule begins and whether the scheduler fills the days since then (catchup).
     schedule_start: dt.date = dt.date(2026, 1, 1)
     catchup: bool = False
 
-    @property
-    def serving_dirs(self) -> dict[str, str]:
-        """Serving host -> the model's base directory on it (default: one local host)."""
-        return dict(self.serving_targets) or {"local": str(DEFAULT_SERVING_ROOT / self.model)}
-
     def __post_init__(self) -> None:
         check_name("dataset", self.dataset)
         check_name("model", self.model)
-        if self.storage_root.startswith("hdfs://") and not self.webhdfs_endpoints:
-            raise ConfigError(f"storage root {self.storage_root!r} is on HDFS but TFSHIP_WEBHDFS_ENDPOINTS is empty")
         if self.raw_wait_timeout_s <= 0 or self.raw_poke_interval_s <= 0:
             raise ConfigError("raw wait timeout and poke interval must be positive seconds")
+        self.storage  # noqa: B018 - refuses an HDFS root without endpoints now, not at first use
+
+    @property
+    def storage(self) -> StorageConfig:
+        """The storage root and how to reach it."""
+        return StorageConfig(self.storage_root, self.webhdfs_endpoints, self.hdfs_user)
+
+    @property
+    def serving_hosts(self) -> tuple[ServingHost, ...]:
+        """Every serving host, in the configured order (default: one local host)."""
+        return self.configured_hosts or (ServingHost("local", str(DEFAULT_SERVING_ROOT / self.model)),)
+
+    def serving_host(self, name: str) -> ServingHost:
+        """The serving host called `name`, or an error listing the known ones."""
+        for host in self.serving_hosts:
+            if host.name == name:
+                return host
+        raise ConfigError(f"host {name!r} is not a serving host (known: {sorted(h.name for h in self.serving_hosts)})")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -80,8 +187,13 @@ class Settings:
             kwargs["storage_root"] = env["TFSHIP_STORAGE_ROOT"]
         if env.get("TFSHIP_WEBHDFS_ENDPOINTS"):
             kwargs["webhdfs_endpoints"] = _split_endpoints(env["TFSHIP_WEBHDFS_ENDPOINTS"])
-        if env.get("TFSHIP_SERVING_TARGETS"):
-            kwargs["serving_targets"] = _split_targets(env["TFSHIP_SERVING_TARGETS"])
+        serving = _serving_dir_value(env)
+        if serving:
+            kwargs["configured_hosts"] = parse_serving_hosts(serving)
+        if env.get(REST_PORT_ENV):
+            kwargs["serving_rest_port"] = _port(REST_PORT_ENV, env[REST_PORT_ENV])
+        if env.get(PARAM_DEFAULTS_ENV, "").strip():
+            kwargs["param_defaults"] = _param_defaults(env[PARAM_DEFAULTS_ENV])
         if env.get("TFSHIP_LOCAL_WORK_DIR"):
             kwargs["local_work_dir"] = env["TFSHIP_LOCAL_WORK_DIR"]
         if env.get("TFSHIP_HDFS_USER"):

@@ -39,12 +39,3 @@ def resolve_day(param_day: str | None, data_interval_start: Any | None) -> dt.da
 def day_number(day: dt.date) -> int:
     """YYYYMMDD as an int, the base of TF Serving version numbers."""
     return day.year * 10000 + day.month * 100 + day.day
-
-
-def day_of_version(version: object) -> dt.date | None:
-    """D of a TF Serving version number `YYYYMMDD * 100 + n`, or None when it is not one."""
-    try:
-        number = int(str(version))
-        return dt.date(number // 1000000, number // 10000 % 100, number // 100 % 100)
-    except ValueError:
-        return None

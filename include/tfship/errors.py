@@ -17,3 +17,7 @@ class StorageError(TfshipError, OSError):
 
 class PathEscapeError(ConfigError):
     """A relative path tried to leave the storage root."""
+
+
+class PreprocessError(TfshipError):
+    """The day's partition cannot be turned into features; the message says which file or path."""

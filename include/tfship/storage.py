@@ -13,14 +13,11 @@ import posixpath
 import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import BinaryIO, Protocol
 from urllib.parse import urlparse
 
 from tfship.errors import ConfigError, StorageError
 from tfship.paths import normalize_relative
-
-if TYPE_CHECKING:
-    from tfship.config import Settings
 
 
 class Storage(Protocol):
@@ -258,8 +255,3 @@ def open_storage(root_uri: str, webhdfs_endpoints: Sequence[str] = (), user: str
 
         return WebHdfsStorage(root_uri, webhdfs_endpoints, user or getpass.getuser())
     raise ConfigError(f"storage root {root_uri!r} has unknown scheme {scheme!r}: use file:// or hdfs://")
-
-
-def storage_from_settings(settings: Settings) -> Storage:
-    """The storage root configured in Settings."""
-    return open_storage(settings.storage_root, settings.webhdfs_endpoints, settings.hdfs_user)

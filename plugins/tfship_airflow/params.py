@@ -2,37 +2,28 @@
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping
+from typing import Any
 
 from airflow.sdk import Param
 from airflow.sdk.exceptions import ParamValidationError
 
+from tfship.config import PARAM_DEFAULTS_ENV
 from tfship.errors import ConfigError
 
-PARAM_DEFAULTS_ENV = "TFSHIP_PARAM_DEFAULTS"
 # A site default for these would make every scheduled run train one day, or skip the gate.
 PER_RUN_ONLY = frozenset({"day", "force_publish"})
 
 
-def with_site_defaults(params: Mapping[str, Param], env: Mapping[str, str] | None = None) -> dict[str, Param]:
-    """The Params with defaults replaced from the JSON object in TFSHIP_PARAM_DEFAULTS, each checked by its schema.
+def with_site_defaults(params: Mapping[str, Param], overrides: Mapping[str, Any]) -> dict[str, Param]:
+    """The Params with defaults replaced from `Settings.param_defaults` (TFSHIP_PARAM_DEFAULTS), each checked.
 
     Scheduled runs cannot carry conf, so this is how an environment sets their knobs (fewer
     epochs in CI, say). A name that is not a Param or a value its schema refuses stops the parse
     with a message naming both: a typo must not silently leave the built-in default in force.
     """
-    env = os.environ if env is None else env
-    raw = env.get(PARAM_DEFAULTS_ENV, "").strip()
-    if not raw:
+    if not overrides:
         return dict(params)
-    try:
-        overrides = json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{PARAM_DEFAULTS_ENV} is not JSON: {err}") from None
-    if not isinstance(overrides, dict):
-        raise ConfigError(f"{PARAM_DEFAULTS_ENV} must be a JSON object of Param name -> default")
     pinned = sorted(set(overrides) & PER_RUN_ONLY)
     if pinned:
         raise ConfigError(f"{PARAM_DEFAULTS_ENV} may not set {pinned}: they belong to one manual run, not every run")

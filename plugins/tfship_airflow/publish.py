@@ -1,4 +1,4 @@
-"""The narrow operator that publishes a candidate model to one serving host."""
+"""The narrow operator that publishes a candidate model into one serving host's serving dir."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from tfship.config import ALERT_WEBHOOK_CONN_ID
+from tfship.config import ALERT_WEBHOOK_CONN_ID, StorageConfig
 from tfship.errors import ConfigError
-from tfship_airflow.alerts import fail_after_alert, mark_alerted
+from tfship_airflow.alerts import alert, alert_for_failure, fail_after_alert
+
+SUPERSEDED_KEY = "superseded"  # XCom a copy that skipped because a later version sat there leaves for the record
 
 
 def serving_host_queue(host: str) -> str:
@@ -21,59 +23,63 @@ def serving_host_queue(host: str) -> str:
 
 
 class PublishModelOperator(BaseOperator):
-    """Publish a candidate model into one serving host's TF Serving base path; XCom: the version number.
+    """Publish a candidate model into one serving host's serving dir; XCom: a `PublishResult` dict.
 
-    The work is `tfship.publish.publish_candidate`: md5 gate against the target's release log,
-    rate-limited streaming from a random WebHDFS endpoint with failover, md5 and size checks,
-    fsync, `rename()` of `.staging-<digest>` to `<version>`, one release-log line, pruning to
-    the newest `keep` versions. A rerun of a published digest is a no-op returning its version.
+    The work is `tfship.release.publish.publish_candidate`: md5 gate against the host's release
+    log, rate-limited streaming from a random WebHDFS/HttpFS endpoint with failover, md5 and size
+    checks, fsync, `rename()` of `.staging-<digest>` to the version number, one release-log line,
+    pruning to the newest `keep` versions. A rerun of a published digest is a no-op returning
+    its version. A host already holding a later day's version is left alone: the task skips and
+    leaves `{"host", "reason"}` under the XCom key "superseded".
 
-    One copy per serving host, mapped:
+    One copy per serving host, mapped::
 
-        PublishModelOperator.partial(task_id="publish_model", candidate=..., day=...,
-                                     map_index_template="{{ task.host }}")
-            .expand_kwargs([{"host": "serve-a", "target_dir": "/models/mnist"}, ...])
+        PublishModelOperator.partial(task_id="publish_model", candidate=..., storage=SETTINGS.storage)
+            .expand_kwargs([host.to_kwargs() for host in SETTINGS.serving_hosts])
 
     Each copy writes to its host's local disk, so it must run on that host. Airflow (checked on
-    3.3.2) takes `queue` and `pool` of every mapped copy from `.partial()` (`MappedOperator.queue`
-    reads the partial kwargs; per-copy pools are apache/airflow#33657), so expanding `queue` does
-    not route anything. Pin the copies this way instead:
-
-    - CeleryExecutor, one worker on each serving host listening on its own queue
-      (`airflow celery worker --queues publish-serve-a` on serve-a, see `serving_host_queue`);
-    - an `airflow_local_settings.task_instance_mutation_hook` that sets
-      `ti.queue = serving_host_queue(hosts[ti.map_index])` for `task_id == "publish_model"`, using
-      the same host list the DAG expands over (Airflow calls the hook on each expanded copy);
-    - `require_host_match=True`, so a copy that lands on the wrong machine fails before writing.
-
-    With hosts known at parse time and no mutation hook, one unmapped task per host with
-    `queue=serving_host_queue(host)` is the plain alternative. A pool of one slot per host
-    (`pool="publish-serve-a"`) can additionally serialise publications into the same host.
+    3.3.2) takes `queue` and `pool` of every mapped copy from `.partial()`, so expanding `queue`
+    routes nothing: run one Celery worker per serving host on `serving_host_queue(host)` and set
+    each copy's queue in a `task_instance_mutation_hook`; `require_host_match=True` makes a copy
+    that lands on the wrong machine fail before writing.
 
     Failures: per-file retries and endpoint failover happen inside; Airflow's `retries` with
-    `retry_exponential_backoff` cover the rest. After the last try (`ti.try_number > ti.max_tries`)
-    or at once for a failure no retry can fix (bad manifest, md5 or size mismatch at the source),
-    a Slack-compatible alert goes to the `tfship_alert_webhook` HTTP connection and the exception is
-    marked, so `alert_on_failure` as `on_failure_callback` stays silent for it (and speaks when the
-    webhook call itself failed). A task process killed from outside runs neither: in Airflow 3.3
-    the supervisor records the failure from the exit code without calling back.
+    `retry_exponential_backoff` cover the rest. After the last try, or at once for a failure no
+    retry can fix (bad manifest, md5 or size mismatch at the source, a bad argument), an alert
+    goes to the webhook connection and the failure is marked, so the DAG's failure callback
+    stays silent for it.
+
+    :param candidate: the candidate directory, relative to the storage root
+        (`models/<model>/candidates/<D>-<digest8>`). Templated.
+    :param host: the serving host's name, used in logs, alerts and the release log. Templated.
+    :param serving_dir: the model's TF Serving base path on that host (absolute). Templated.
+    :param storage: where candidates are read from: the storage root and its WebHDFS/HttpFS endpoints.
+    :param day: D of the run, `YYYY-MM-DD`; the manifest must say the same day. Templated.
+    :param keep: how many versions to keep in the serving dir (older ones are pruned). Templated.
+    :param rate_limit_bps: read rate limit in bytes per second, 0 for none. Templated.
+    :param file_attempts: reads of one file (over the endpoints) before giving up.
+    :param backoff_s: first pause between attempts; doubles each time.
+    :param deadline_s: the whole publication's time limit.
+    :param connect_timeout_s: WebHDFS connect timeout.
+    :param read_timeout_s: WebHDFS read timeout (a stalled endpoint counts as failed after it).
+    :param alert_conn_id: the HTTP connection of the alert webhook.
+    :param send_alerts: False to leave alerting to the failure callback alone.
+    :param require_host_match: fail unless this worker's hostname is `host`.
     """
 
-    template_fields: Sequence[str] = ("candidate", "target_dir", "day", "host", "rate_limit_bps", "keep")
+    template_fields: Sequence[str] = ("candidate", "serving_dir", "day", "host", "rate_limit_bps", "keep")
     ui_color = "#d6eaf8"
 
     def __init__(
         self,
         *,
         candidate: str,
-        target_dir: str,
         host: str,
+        serving_dir: str,
+        storage: StorageConfig,
         day: str | None = None,
-        rate_limit_bps: int | str = 0,
-        keep: int | str = 3,
-        source_root: str | None = None,
-        webhdfs_endpoints: Sequence[str] | None = None,
-        hdfs_user: str | None = None,
+        keep: int = 3,
+        rate_limit_bps: int = 0,
         file_attempts: int = 4,
         backoff_s: float = 1.0,
         deadline_s: float = 900.0,
@@ -89,14 +95,12 @@ class PublishModelOperator(BaseOperator):
         kwargs.setdefault("retry_exponential_backoff", 2.0)
         super().__init__(**kwargs)
         self.candidate = candidate
-        self.target_dir = target_dir
         self.host = host
+        self.serving_dir = serving_dir
+        self.storage = storage
         self.day = day
-        self.rate_limit_bps = rate_limit_bps
         self.keep = keep
-        self.source_root = source_root
-        self.webhdfs_endpoints = tuple(webhdfs_endpoints) if webhdfs_endpoints is not None else None
-        self.hdfs_user = hdfs_user
+        self.rate_limit_bps = rate_limit_bps
         self.file_attempts = file_attempts
         self.backoff_s = backoff_s
         self.deadline_s = deadline_s
@@ -105,26 +109,6 @@ class PublishModelOperator(BaseOperator):
         self.alert_conn_id = alert_conn_id
         self.send_alerts = send_alerts
         self.require_host_match = require_host_match
-
-    def _whole(self, name: str) -> int:
-        value = getattr(self, name)
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{self.task_id}: {name}={value!r} is not a whole number") from None
-
-    def _source(self) -> Any:
-        from tfship.config import Settings
-        from tfship.publish import Source
-
-        settings = Settings.from_env()
-        return Source(
-            self.source_root or settings.storage_root,
-            self.webhdfs_endpoints if self.webhdfs_endpoints is not None else settings.webhdfs_endpoints,
-            self.hdfs_user or settings.hdfs_user,
-            connect_timeout_s=self.connect_timeout_s,
-            read_timeout_s=self.read_timeout_s,
-        )
 
     def _check_host(self) -> None:
         here = {socket.gethostname().lower(), socket.getfqdn().lower()}
@@ -135,35 +119,41 @@ class PublishModelOperator(BaseOperator):
                 f"route it to queue {serving_host_queue(self.host)!r} (see PublishModelOperator)"
             )
 
-    def execute(self, context: Any) -> int:
+    def execute(self, context: Any) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from tfship.publish import PublishError, PublishPolicy, SupersededError, publish_candidate
+        from tfship.release.publish import PublishError, PublishPolicy, SupersededError, publish_candidate
+        from tfship.release.transfer import Source
 
         ti = context["ti"]
         try:
             if self.require_host_match:
                 self._check_host()
             policy = PublishPolicy(
-                rate_limit_bps=self._whole("rate_limit_bps"),
-                keep=self._whole("keep"),
+                rate_limit_bps=self.rate_limit_bps,
+                keep=self.keep,
                 file_attempts=self.file_attempts,
                 backoff_s=self.backoff_s,
                 deadline_s=self.deadline_s,
             )
+            source = Source(self.storage, self.connect_timeout_s, self.read_timeout_s)
             result = publish_candidate(
-                self._source(), self.candidate, self.target_dir, host=self.host, run_id=context["run_id"],
-                day=self.day or None, policy=policy,
-            )  # fmt: skip
+                source,
+                self.candidate,
+                self.serving_dir,
+                host=self.host,
+                run_id=context["run_id"],
+                day=self.day or None,
+                policy=policy,
+            )
         except SupersededError as err:
-            ti.xcom_push(key="superseded", value=str(err))  # read by the release record
+            ti.xcom_push(key=SUPERSEDED_KEY, value={"host": self.host, "reason": str(err)})
             raise AirflowSkipException(str(err)) from err
         except PublishError as err:
             if err.permanent or ti.try_number > ti.max_tries:
                 self._alert(context, err)
             if err.permanent:
-                # retrying cannot fix the candidate
-                raise fail_after_alert(err, str(err)) from err
+                raise fail_after_alert(err, str(err)) from err  # retrying cannot fix the candidate
             raise
         except ConfigError as err:
             self._alert(context, err)
@@ -176,16 +166,8 @@ class PublishModelOperator(BaseOperator):
             self.log.info("published version %d (%d bytes in %.2fs)", result.version, result.bytes, result.seconds)
         else:
             self.log.info("already published as version %d", result.version)
-        return result.version
+        return result.to_dict()
 
     def _alert(self, context: Any, error: BaseException) -> None:
-        """Send the alert; a broken webhook is logged, never raised over the real failure."""
-        from tfship_airflow.alerts import alert_for_failure, send_alert
-
-        if not self.send_alerts:
-            return
-        try:
-            send_alert(alert_for_failure({**context, "exception": error}), http_conn_id=self.alert_conn_id)
-            mark_alerted(error)
-        except Exception:  # the alert is best effort; the task's own error must surface
-            self.log.exception("could not send the failure alert through connection %s", self.alert_conn_id)
+        if self.send_alerts:
+            alert(context, alert_for_failure({**context, "exception": error}), conn_id=self.alert_conn_id, error=error)

@@ -7,7 +7,7 @@ Routes are plain `def`: storage and TF Serving calls block, so FastAPI runs them
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlencode
@@ -18,18 +18,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from tfship.config import Settings
 from tfship.errors import ConfigError, StorageError
 from tfship.paths import check_name
-from tfship.release_report import (
-    ARTIFACT_FILES,
-    ReleaseHistory,
-    candidate_artifact_path,
-    read_release_records,
-    render_release_page,
-    served_state,
-)
-from tfship.storage import Storage, storage_from_settings
+from tfship.report.page import render_release_page
+from tfship.report.record import ARTIFACT_FILES, ReleaseHistory, candidate_artifact_path, read_release_records
+from tfship.storage import Storage
 
-REST_PORT_ENV = "TFSHIP_SERVING_REST_PORT"
-DEFAULT_REST_PORT = 8501
 STATUS_TIMEOUT_S = 2.0  # a hung serving host must not hold the page for long
 MAX_ARTIFACT_BYTES = 32 << 20
 MEDIA_TYPES = {".png": "image/png", ".json": "application/json"}
@@ -37,35 +29,22 @@ MEDIA_TYPES = {".png": "image/png", ".json": "application/json"}
 PAGE_CSP = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; frame-ancestors 'self'"
 
 
-def rest_port(env: Mapping[str, str] | None = None) -> int:
-    """TF Serving's REST port on every host (TFSHIP_SERVING_REST_PORT, default 8501)."""
-    value = (os.environ if env is None else env).get(REST_PORT_ENV) or str(DEFAULT_REST_PORT)
-    try:
-        port = int(value)
-    except ValueError:
-        port = 0
-    if not 1 <= port <= 65535:
-        raise ConfigError(f"{REST_PORT_ENV}={value!r} is not a TCP port")
-    return port
-
-
 def served_versions(model: str, hosts: Sequence[str], port: int, timeout_s: float = STATUS_TIMEOUT_S) -> dict:
     """Host -> {"version", "state", "error"} from each host's REST status, asked concurrently."""
     import requests
 
-    from tfship.serving import ServingClient
-    from tfship_airflow.serving import rest_base_url
+    from tfship.serving.client import ServingClient, rest_base_url
 
     def ask(host: str) -> dict[str, Any]:
         client = ServingClient(rest_base_url(host, port), model, timeout_s=timeout_s)
         try:
-            return served_state(*client.version_status())
+            return client.served().to_dict()
         except requests.RequestException as err:
             return {"version": None, "state": "UNREACHABLE", "error": f"{client.model_url()}: {type(err).__name__}"}
         except Exception as err:  # noqa: BLE001 - one odd host must not take the page down
             return {"version": None, "state": "ERROR", "error": f"{type(err).__name__}: {err}"}
         finally:
-            client.session.close()
+            client.close()
 
     if not hosts:
         return {}
@@ -74,6 +53,7 @@ def served_versions(model: str, hosts: Sequence[str], port: int, timeout_s: floa
 
 
 def _settings() -> Settings:
+    """The api-server's configuration, read for each request (its one place)."""
     try:
         return Settings.from_env()
     except ConfigError as err:  # say which variable is wrong rather than a bare 500
@@ -127,11 +107,9 @@ def create_app(login: Callable[..., Any] | None = None) -> FastAPI:
         """The page: serving now per host, the chosen (or newest) run, recent runs."""
         settings = _settings()
         name = _model(model, settings)
-        history = _history(storage_from_settings(settings), name, limit)
-        try:
-            served = served_versions(name, list(settings.serving_dirs), rest_port())
-        except ConfigError as err:
-            served = {host: {"version": None, "state": "ERROR", "error": str(err)} for host in settings.serving_dirs}
+        history = _history(settings.storage.open(), name, limit)
+        hosts = [host.name for host in settings.serving_hosts]
+        served = served_versions(name, hosts, settings.serving_rest_port)
         # The mount path (and the api-server's base path) is in root_path: links work under any prefix.
         root = request.scope.get("root_path", "").rstrip("/")
 
@@ -148,7 +126,7 @@ def create_app(login: Callable[..., Any] | None = None) -> FastAPI:
         """The records, newest first, and the files that could not be read."""
         settings = _settings()
         name = _model(model, settings)
-        history = _history(storage_from_settings(settings), name, limit)
+        history = _history(settings.storage.open(), name, limit)
         return JSONResponse({"model": name, "records": history.records, "skipped": history.skipped})
 
     @app.get("/releases/artifact")
@@ -161,7 +139,7 @@ def create_app(login: Callable[..., Any] | None = None) -> FastAPI:
             path = candidate_artifact_path(candidate, file)
         except ConfigError as err:  # PathEscapeError included: '..', absolute paths
             raise HTTPException(status_code=400, detail=str(err)) from None
-        storage = storage_from_settings(_settings())
+        storage = _settings().storage.open()
         try:
             if storage.size(path) > MAX_ARTIFACT_BYTES:
                 raise HTTPException(status_code=413, detail=f"{path} is larger than {MAX_ARTIFACT_BYTES} bytes")

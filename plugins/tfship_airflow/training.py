@@ -19,30 +19,29 @@ from tfship.errors import TfshipError
 from tfship.paths import work_dir
 
 
-def run_work_dir(context: Mapping[str, Any]) -> Path:
+def run_work_dir(settings: Settings, context: Mapping[str, Any]) -> Path:
     """This run's local scratch directory (features cache, checkpoints): same run, same place."""
-    settings = Settings.from_env()
     dag_run = context["dag_run"]
     return Path(settings.local_work_dir) / work_dir(dag_run.dag_id, dag_run.run_id).removeprefix("work/")
 
 
-def _local_features(day: str, context: Mapping[str, Any]) -> Any:
-    from tfship.features_io import stage_features
-    from tfship.storage import storage_from_settings
+def _local_features(settings: Settings, day: str, context: Mapping[str, Any]) -> Any:
+    from tfship.training.features_io import stage_features
 
-    settings = Settings.from_env()
-    local = run_work_dir(context) / "features"
-    return stage_features(storage_from_settings(settings), settings.dataset, parse_day(day), local)
+    local = run_work_dir(settings, context) / "features"
+    return stage_features(settings.storage.open(), settings.dataset, parse_day(day), local)
 
 
-def cross_validate_config(hparams: dict, day: str, params: Mapping[str, Any], context: Mapping[str, Any]) -> dict:
+def cross_validate_config(
+    settings: Settings, hparams: dict, day: str, params: Mapping[str, Any], context: Mapping[str, Any]
+) -> dict:
     """One configuration's k-fold result (one mapped task)."""
-    from tfship.cv import cross_validate
     from tfship.days import day_number
-    from tfship.model import HParams
+    from tfship.training.cv import cross_validate
+    from tfship.training.model import HParams
 
     try:
-        features = _local_features(day, context)
+        features = _local_features(settings, day, context)
         return cross_validate(
             features,
             HParams.from_dict(dict(hparams)),
@@ -55,16 +54,18 @@ def cross_validate_config(hparams: dict, day: str, params: Mapping[str, Any], co
         raise AirflowFailException(str(err)) from err
 
 
-def choose_config(results: list[dict], context: Mapping[str, Any]) -> dict:
+def choose_config(settings: Settings, results: list[dict], context: Mapping[str, Any]) -> dict:
     """Write cv_results.json/png into the run's work dir and return the best configuration."""
-    from tfship.cv import write_report
+    from tfship.training.cv import write_report
 
-    directory = run_work_dir(context) / "cv"
+    directory = run_work_dir(settings, context) / "cv"
     best = write_report(list(results), directory)
     return {"hparams": best["hparams"], "config_id": best["config_id"], "report_dir": str(directory)}
 
 
-def run_training(choice: dict, day: str, params: Mapping[str, Any], context: Mapping[str, Any]) -> dict:
+def run_training(
+    settings: Settings, choice: dict, day: str, params: Mapping[str, Any], context: Mapping[str, Any]
+) -> dict:
     """Run the training process (`python -m jobs.train`), streaming its output into the task log.
 
     A subprocess, so the process owns its TensorFlow runtime (logical CPU replicas must be set
@@ -74,16 +75,26 @@ def run_training(choice: dict, day: str, params: Mapping[str, Any], context: Map
 
     report = Path(choice["report_dir"])
     command = [
-        sys.executable, "-m", "jobs.train",
-        "--day", day,
-        "--work-dir", str(run_work_dir(context) / "train"),
-        "--hparams", json.dumps(choice["hparams"]),
-        "--epochs", str(params["epochs"]),
-        "--global-batch", str(params["global_batch"]),
-        "--replicas", str(params["replicas"]),
-        "--extra-file", str(report / "cv_results.json"),
-        "--extra-file", str(report / "cv_results.png"),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "jobs.train",
+        "--day",
+        day,
+        "--work-dir",
+        str(run_work_dir(settings, context) / "train"),
+        "--hparams",
+        json.dumps(choice["hparams"]),
+        "--epochs",
+        str(params["epochs"]),
+        "--global-batch",
+        str(params["global_batch"]),
+        "--replicas",
+        str(params["replicas"]),
+        "--extra-file",
+        str(report / "cv_results.json"),
+        "--extra-file",
+        str(report / "cv_results.png"),
+    ]
     result: dict | None = None
     error = ""
     tail: deque[str] = deque(maxlen=20)
@@ -105,29 +116,33 @@ def run_training(choice: dict, day: str, params: Mapping[str, Any], context: Map
     return result
 
 
-def evaluation_gate(candidate: dict, day: str, params: Mapping[str, Any], context: Mapping[str, Any]) -> dict:
+def evaluation_gate(
+    settings: Settings, candidate: Mapping[str, Any], day: str, params: Mapping[str, Any], context: Mapping[str, Any]
+) -> dict:
     """Score the served model on the same eval split and decide whether the candidate may go out."""
-    from tfship.days import parse_day
-    from tfship.gate import GateDecision, decide, newer_day_served, served_version_dir
-    from tfship.model import load_serving_fn
-    from tfship.train import evaluate
+    from tfship.release.gate import GateDecision, decide, newer_day_served
+    from tfship.release.serving_dir import ServingDir
+    from tfship.training.model import load_serving_fn
+    from tfship.training.train import Candidate, evaluate
 
-    settings = Settings.from_env()
-    served = served_version_dir(Path(next(iter(settings.serving_dirs.values()))))
-    backfill = newer_day_served(parse_day(day), served[0] if served else None)
+    trained = Candidate.from_dict(candidate)
+    # The first host stands for all: every host receives the same versions.
+    serving_dir = ServingDir(settings.serving_hosts[0].serving_dir)
+    served = serving_dir.newest()
+    backfill = newer_day_served(parse_day(day), served)
     if backfill is not None:
         # Not even force_publish: a lower version number can never be served by the `latest` policy.
         print(f"evaluation gate: HOLD: {backfill}", flush=True)
-        held = GateDecision(False, backfill, float(candidate["eval_accuracy"]), None, served[0], False)  # type: ignore[index]
-        return held.to_dict()
+        return GateDecision(False, backfill, float(trained.eval_accuracy), None, int(served), False).to_dict()
     served_accuracy = None
     if served is not None:
-        features = _local_features(day, context)
-        served_accuracy = evaluate(load_serving_fn(served[1]), features.files["eval"])["eval_accuracy"]
+        features = _local_features(settings, day, context)
+        served_fn = load_serving_fn(serving_dir.version_dir(served))
+        served_accuracy = evaluate(served_fn, features.files["eval"])["eval_accuracy"]
     decision = decide(
-        float(candidate["eval_accuracy"]),
+        float(trained.eval_accuracy),
         served_accuracy,
-        served_version=served[0] if served else None,
+        served_version=int(served) if served is not None else None,
         tolerance=float(params["accuracy_tolerance"]),
         floor=float(params["accuracy_floor"]),
         force=bool(params["force_publish"]),

@@ -49,17 +49,17 @@ def test_daily_dag_graph(dagbag):
         "resolve_day": set(),
         "wait_for_raw": {"resolve_day"},
         "package_library": set(),
-        "preprocess": {"wait_for_raw", "package_library"},
+        "preprocess": {"wait_for_raw", "package_library", "resolve_day"},
         "validate_features": {"preprocess", "resolve_day"},
         "cv_grid": set(),
         "cross_validate": {"cv_grid", "resolve_day", "validate_features"},
         "choose_config": {"cross_validate"},
         "train": {"choose_config", "resolve_day"},
         "evaluate": {"train", "resolve_day"},
-        "publish_model": {"evaluate"},
+        "publish_model": {"evaluate", "train", "resolve_day"},
         "deploy_serving": {"publish_model"},
         "canary_serving": {"deploy_serving"},
-        "report_release": {"canary_serving", "resolve_day"},
+        "report_release": {"canary_serving", "deploy_serving", "publish_model", "evaluate", "train", "resolve_day"},
     }
     # The report runs after anything upstream and leaves the run's state to the real work.
     report = dag.get_task("report_release")
@@ -70,22 +70,37 @@ def test_daily_dag_graph(dagbag):
     assert sensor.mode == "reschedule" and sensor.timeout > 0
 
 
-def test_preprocess_is_a_spark_submit_on_spark_default_with_templated_day(dagbag):
+def test_preprocess_is_a_spark_submit_on_spark_default_with_the_run_day(dagbag):
     from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+    from airflow.sdk.definitions.xcom_arg import PlainXComArg
 
     preprocess = dagbag.dags["tfship_daily"].get_task("preprocess")
     assert isinstance(preprocess, SparkSubmitOperator)
     assert preprocess._conn_id == "spark_default"
     assert preprocess.application.endswith("include/jobs/preprocess.py")
     args = preprocess.application_args
-    assert args[args.index("--day") + 1] == "{{ ti.xcom_pull(task_ids='resolve_day') }}"
-    assert "{{ params.eval_share }}" in args
+    day = args[args.index("--day") + 1]
+    assert isinstance(day, PlainXComArg) and (day.operator.task_id, day.key) == ("resolve_day", "day")
+    assert "--eval-share={{ params.eval_share }}" in args
 
 
 def test_cross_validation_is_mapped_and_publication_is_mapped_per_host(dagbag):
     dag = dagbag.dags["tfship_daily"]
     assert dag.get_task("cross_validate").is_mapped
     assert dag.get_task("publish_model").is_mapped
+    # Host h's deploy and canary are expanded from what host h's copy upstream returned.
+    for task_id in ("deploy_serving", "canary_serving"):
+        assert dag.get_task(task_id).is_mapped
+
+
+def test_xcom_edges_are_data_not_template_strings(dagbag):
+    for dag in dagbag.dags.values():
+        for task in dag.tasks:
+            for field in task.template_fields:
+                value = getattr(task, field, None)
+                strings = value if isinstance(value, list | tuple) else [value]
+                for text in (item for item in strings if isinstance(item, str)):
+                    assert "xcom_pull" not in text, (dag.dag_id, task.task_id, field)
 
 
 def test_every_manual_knob_is_a_param_with_a_schema(dagbag):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tfship.preprocess import read_stats
-from tfship.sampledata import write_day
+from tfship.data.sampledata import write_day
+from tfship.data.stats import read_stats
 from tfship.storage import LocalStorage
 
 pytestmark = pytest.mark.airflow
@@ -35,7 +35,7 @@ def _dags_test(
     env = dict(
         os.environ,
         TFSHIP_STORAGE_ROOT=storage_root,
-        TFSHIP_SERVING_TARGETS=f"local={serving}/serving/mnist",
+        TFSHIP_SERVING_DIR=f"local={serving}/serving/mnist",
         TFSHIP_LOCAL_WORK_DIR=f"{serving}/work",
         **(extra_env or {}),
     )
@@ -119,7 +119,7 @@ def test_too_much_quarantine_fails_validation(tmp_path: Path):
 
 @pytest.mark.hdfs
 def test_run_on_real_hdfs_publishes_the_candidate_from_hdfs(hdfs_cluster, tmp_path: Path):
-    from tfship.manifest import read_manifest
+    from tfship.release.manifest import read_manifest
     from tfship.storage import WebHdfsStorage
 
     storage = WebHdfsStorage(f"{hdfs_cluster.rpc_uri}/e2e", [hdfs_cluster.webhdfs_url], user="root")

@@ -126,8 +126,8 @@ def test_only_the_chief_uploads_one_whole_candidate(cluster_run: ClusterRun) -> 
 def test_exported_model_answers_with_probabilities(cluster_run: ClusterRun) -> None:
     import tensorflow as tf
 
-    from tfship.model import load_serving_fn
-    from tfship.sampledata import make_images
+    from tfship.data.sampledata import make_images
+    from tfship.training.model import load_serving_fn
 
     serve = load_serving_fn(cluster_run.root / cluster_run.results[0]["candidate"])
     images, _ = make_images(np.random.default_rng(7), 5)
@@ -141,8 +141,8 @@ def test_exported_model_answers_with_probabilities(cluster_run: ClusterRun) -> N
 def test_both_workers_trained_one_model_in_sync(cluster_run: ClusterRun) -> None:
     import tensorflow as tf
 
-    from tfship.model import load_serving_fn
-    from tfship.sampledata import make_images
+    from tfship.data.sampledata import make_images
+    from tfship.training.model import load_serving_fn
 
     candidate = cluster_run.root / cluster_run.results[0]["candidate"]
     metrics = json.loads((candidate / "metrics.json").read_text())

@@ -10,9 +10,11 @@ import posixpath
 
 import pytest
 
-from tfship.datasets import DatasetSpec, dataset_spec
-from tfship.preprocess import PreprocessError, check_stats, preprocess_day, read_stats
-from tfship.sampledata import write_day
+from tfship.data.datasets import DatasetSpec, dataset_spec
+from tfship.data.preprocess import preprocess_day
+from tfship.data.sampledata import write_day
+from tfship.data.stats import check_stats, read_stats
+from tfship.errors import PreprocessError
 
 pytestmark = pytest.mark.spark
 D = dt.date(2026, 11, 25)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tfship.sampledata import write_day
+from tfship.data.sampledata import write_day
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SMOKE_JOB = str(PROJECT_ROOT / "include" / "jobs" / "spark_smoke.py")

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from tests.features_support import write_features
-from tfship.features_io import FeaturesError, stage_features
-from tfship.manifest import manifest_for_directory, read_manifest
-from tfship.preprocess import PreprocessError
-from tfship.train import TrainingError, check_trainable
+from tfship.errors import PreprocessError
+from tfship.release.manifest import manifest_for_directory, read_manifest
+from tfship.training.features_io import FeaturesError, stage_features
+from tfship.training.train import TrainingError, check_trainable
 
 D = dt.date(2026, 11, 24)
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -110,7 +110,7 @@ def test_same_day_data_and_params_give_the_same_candidate(trained, tmp_path):
 def test_two_replicas_are_in_sync_and_both_run_steps():
     probe = """
 import json, os, tensorflow as tf
-from tfship.strategy import make_strategy, per_replica_batch
+from tfship.training.strategy import make_strategy, per_replica_batch
 strategy, plan = make_strategy(replicas=2, env={})
 per_replica = per_replica_batch(plan, 8)
 data = tf.data.Dataset.range(16).batch(8)
@@ -207,8 +207,8 @@ def test_hdfs_features_are_staged_locally_and_verified(hdfs_storage, tmp_path):
 
 
 def test_cross_validation_picks_the_configuration_that_learns(features_root, tmp_path):
-    from tfship.cv import choose_best, cross_validate, write_report
-    from tfship.model import HParams
+    from tfship.training.cv import choose_best, cross_validate, write_report
+    from tfship.training.model import HParams
 
     write_features(features_root, D, rows=2000)
     features = stage_features(features_root, "mnist", D, tmp_path / "local")

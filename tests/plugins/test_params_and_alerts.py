@@ -5,8 +5,8 @@ import datetime as dt
 import pytest
 from airflow.sdk import Param
 
+from tfship.data.sampledata import write_day
 from tfship.errors import ConfigError
-from tfship.sampledata import write_day
 
 PARAMS = {
     "epochs": Param(8, type="integer", minimum=1, title="Training epochs"),
@@ -15,14 +15,21 @@ PARAMS = {
 }
 
 
+def site_defaults(env: dict[str, str]) -> dict:
+    """TFSHIP_PARAM_DEFAULTS as the DAG receives it: parsed by Settings."""
+    from tfship.config import Settings
+
+    return Settings.from_env(env).param_defaults
+
+
 def test_site_defaults_replace_param_defaults_and_keep_the_schema():
     from tfship_airflow.params import with_site_defaults
 
-    merged = with_site_defaults(PARAMS, {"TFSHIP_PARAM_DEFAULTS": '{"epochs": 2}'})
+    merged = with_site_defaults(PARAMS, site_defaults({"TFSHIP_PARAM_DEFAULTS": '{"epochs": 2}'}))
     assert merged["epochs"].value == 2
     assert merged["epochs"].schema == {"type": "integer", "minimum": 1, "title": "Training epochs"}
     assert merged["force_publish"] is PARAMS["force_publish"]
-    assert with_site_defaults(PARAMS, {}) == PARAMS
+    assert with_site_defaults(PARAMS, site_defaults({})) == PARAMS
 
 
 @pytest.mark.parametrize(
@@ -40,13 +47,18 @@ def test_bad_site_defaults_stop_the_parse_with_the_name(value, message):
     from tfship_airflow.params import with_site_defaults
 
     with pytest.raises(ConfigError, match=message):
-        with_site_defaults(PARAMS, {"TFSHIP_PARAM_DEFAULTS": value})
+        with_site_defaults(PARAMS, site_defaults({"TFSHIP_PARAM_DEFAULTS": value}))
 
 
-def test_a_manual_day_without_raw_data_is_refused_with_its_path(local_storage, monkeypatch):
-    from tfship_airflow.runtime import check_run_inputs
+def test_a_manual_day_without_raw_data_is_refused_with_its_path(local_storage):
+    from tfship.config import Settings
+    from tfship_airflow.runtime import check_run_inputs as check_inputs
 
-    monkeypatch.setenv("TFSHIP_STORAGE_ROOT", local_storage.root_uri)
+    settings = Settings.from_env({"TFSHIP_STORAGE_ROOT": local_storage.root_uri})
+
+    def check_run_inputs(context):
+        return check_inputs(settings, context).day
+
     with pytest.raises(FileNotFoundError, match=r"day 2026-04-02 has no raw data: .*/raw/mnist/dt=2026-04-02 does"):
         check_run_inputs({"params": {"day": "2026-04-02", "raw_root": "raw"}})
     write_day(local_storage, dt.date(2026, 4, 2), rows=20, shards=1)
@@ -97,8 +109,9 @@ def test_deploy_and_canary_skip_a_version_a_higher_one_overtook(tmp_path):
 
     for name in ("2026112000", "2026112600", ".rejected", "2026112700-not-a-version"):
         (tmp_path / name).mkdir()
-    skip_if_superseded(str(tmp_path), 2026112600, "deploy_serving", {"ti": FakeTi()})  # the newest: goes on
+    skip_if_superseded("local", str(tmp_path), 2026112600, "deploy_serving", {"ti": FakeTi()})  # the newest: goes on
     assert pushed == {}
     with pytest.raises(AirflowSkipException, match="version 2026112000 is superseded by version 2026112600"):
-        skip_if_superseded(str(tmp_path), 2026112000, "canary_serving", {"ti": FakeTi()})
-    assert "superseded by version 2026112600" in pushed["superseded"]
+        skip_if_superseded("local", str(tmp_path), 2026112000, "canary_serving", {"ti": FakeTi()})
+    assert "superseded by version 2026112600" in pushed["superseded"]["reason"]
+    assert pushed["superseded"]["host"] == "local"

@@ -14,7 +14,9 @@ from types import SimpleNamespace
 import pendulum
 import pytest
 
-from tfship.release_report import release_record, write_release_record
+from tests.airflow_support import register_dag
+from tfship.config import ServingHost, StorageConfig
+from tfship.report.record import release_record, write_release_record
 from tfship.storage import LocalStorage
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -47,7 +49,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     serving_dir = tmp_path / "serving" / "mnist"
     serving_dir.mkdir(parents=True)
     monkeypatch.setenv("TFSHIP_STORAGE_ROOT", f"file://{root}")
-    monkeypatch.setenv("TFSHIP_SERVING_TARGETS", f"local={serving_dir}")
+    monkeypatch.setenv("TFSHIP_SERVING_DIR", f"local={serving_dir}")
     monkeypatch.setenv("TFSHIP_MODEL", "mnist")
     monkeypatch.setenv("TFSHIP_SERVING_REST_PORT", str(free_port()))
     storage = LocalStorage(f"file://{root}")
@@ -135,9 +137,10 @@ def test_bad_model_and_bad_port_are_said(client, monkeypatch):
     assert answer.status_code == 400
     assert "model name '../etc'" in answer.json()["detail"]
     monkeypatch.setenv("TFSHIP_SERVING_REST_PORT", "http")
-    page = client.get("/tfship/releases").text
-    assert "TFSHIP_SERVING_REST_PORT=&#x27;http&#x27; is not a TCP port" in page
-    monkeypatch.setenv("TFSHIP_SERVING_TARGETS", "local=relative/dir")
+    answer = client.get("/tfship/releases")
+    assert answer.status_code == 500
+    assert "TFSHIP_SERVING_REST_PORT='http' is not a TCP port" in answer.json()["detail"]
+    monkeypatch.setenv("TFSHIP_SERVING_DIR", "local=relative/dir")
     answer = client.get("/tfship/releases.json")
     assert answer.status_code == 500
     assert answer.json()["detail"].startswith("tfship configuration: serving target 'local=relative/dir'")
@@ -221,14 +224,15 @@ def test_link_is_serialized_as_an_xcom_backed_link_on_both_operators():
     from airflow.serialization.definitions.operatorlink import XComOperatorLink
     from airflow.serialization.serialized_objects import DagSerialization
 
-    from tfship_airflow.release_view import ReleaseReportOperator
-    from tfship_airflow.serving import CanaryServingOperator
+    from tfship_airflow.canary import CanaryServingOperator
+    from tfship_airflow.report import ReleaseReportOperator
 
     with DAG(dag_id="links", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")) as dag:
-        CanaryServingOperator.partial(task_id="canary_serving", model="mnist", version="1").expand_kwargs(
+        CanaryServingOperator.partial(task_id="canary_serving", model="mnist", version=1).expand_kwargs(
             [{"host": "local", "serving_dir": "/srv/mnist"}]
         )
-        ReleaseReportOperator(task_id="report_release", day=DAY, model="mnist", hosts=["local"])
+        storage = StorageConfig("file:///srv/storage")
+        ReleaseReportOperator(task_id="report_release", day=DAY, model="mnist", hosts=[], storage=storage)
     encoded = DagSerialization.to_dict(dag)
     tasks = {task["__var"]["task_id"]: task["__var"] for task in encoded["dag"]["tasks"]}
     for task_id in ("canary_serving", "report_release"):
@@ -244,28 +248,23 @@ def test_link_is_serialized_as_an_xcom_backed_link_on_both_operators():
 
 
 class FakeTI:
-    """XComs of one run by (task_id, key, map_index), pulled the way the task SDK does."""
+    """The task instance the report reads its DAG id from."""
 
     dag_id = "tfship_daily"
 
-    def __init__(self, xcoms: dict[tuple[str, str, int], object]) -> None:
-        self.xcoms = xcoms
 
-    def xcom_pull(self, task_ids: str, key: str = "return_value", *, map_indexes=None):
-        if isinstance(map_indexes, list):
-            return [self.xcoms.get((task_ids, key, index)) for index in map_indexes]
-        return self.xcoms.get((task_ids, key, -1))
+def report(env, hosts=("local",), **results):
+    from tfship_airflow.report import ReleaseReportOperator
 
-
-def report(hosts=("local",)):
-    from tfship_airflow.release_view import ReleaseReportOperator
-
-    return ReleaseReportOperator(task_id="report_release", day=DAY, model="mnist", hosts=list(hosts))
+    serving = [ServingHost(name, str(env.serving_dir if name == "local" else env.tmp / name)) for name in hosts]
+    storage = StorageConfig(f"file://{env.root}")
+    return ReleaseReportOperator(
+        task_id="report_release", day=DAY, model="mnist", hosts=serving, storage=storage, **results
+    )
 
 
 def test_report_of_a_held_run_is_written(env):
-    ti = FakeTI({("train", "return_value", -1): TRAIN, ("evaluate", "decision", -1): HOLD})
-    record = report().execute({"ti": ti, "run_id": "manual__held"})
+    record = report(env, candidate=TRAIN, decision=HOLD).execute({"ti": FakeTI(), "run_id": "manual__held"})
     assert record["status"] == "held"
     assert [(h["host"], h["status"]) for h in record["hosts"]] == [("local", "skipped")]
     [written] = (env.root / "releases/mnist" / DAY).glob("manual__held-*.json")
@@ -277,16 +276,16 @@ def test_report_reads_a_failed_canary_back_from_the_release_log(env):
     line = dict(CANARY, event="canary", recorded_at="2026-03-05T01:00:00+00:00", passed=False,
                 failed_checks=["accuracy"], rollback=rollback)  # fmt: skip
     (env.serving_dir / "releases.jsonl").write_text(json.dumps({"version": 2026030400}) + "\n" + json.dumps(line))
-    ti = FakeTI(
-        {
-            ("train", "return_value", -1): TRAIN,
-            ("evaluate", "decision", -1): PUBLISH,
-            ("publish_model", "return_value", 0): 2026030400,
-            ("deploy_serving", "return_value", 0): {"version": 2026030400, "action": "kept"},
-            ("publish_model", "return_value", 1): 2026030400,  # serve-b published, then its deploy failed
-        }
+    operator = report(
+        env,
+        hosts=("local", "serve-b"),
+        candidate=TRAIN,
+        decision=PUBLISH,
+        # serve-b published, then its deploy failed: what the mapped outputs hold, in no particular order
+        publications=[{"host": "serve-b", "version": 2026030400}, {"host": "local", "version": 2026030400}],
+        deployments=[{"host": "local", "version": 2026030400, "action": "kept"}],
     )
-    record = report(hosts=("local", "serve-b")).execute({"ti": ti, "run_id": RUN})
+    record = operator.execute({"ti": FakeTI(), "run_id": RUN})
     assert record["status"] == "failed"
     local, remote = record["hosts"]
     assert (local["status"], local["canary"]["failed_checks"]) == ("rolled back", ["accuracy"])
@@ -297,10 +296,9 @@ def test_report_reads_a_failed_canary_back_from_the_release_log(env):
 
 
 def test_report_without_a_day_records_nothing_but_falls_back_to_the_interval(env):
-    from tfship_airflow.release_view import ReleaseReportOperator
-
-    operator = ReleaseReportOperator(task_id="report_release", day="None", model="mnist", hosts=["local"])
-    ti = FakeTI({})
+    operator = report(env)
+    operator.day = None  # resolve_day failed: its XCom resolves to nothing
+    ti = FakeTI()
     assert operator.execute({"ti": ti, "run_id": "r1", "params": {}}) is None
     start = pendulum.datetime(2026, 3, 6, tz="UTC")
     record = operator.execute({"ti": ti, "run_id": "r2", "params": {"day": None}, "data_interval_start": start})
@@ -348,21 +346,15 @@ def test_airflow_plugins_manager_discovers_the_app_and_the_nav_entry(tmp_path):
 # ---------------------------------------------------------------- a real run
 
 
-def _register(dag) -> None:
-    """Serialize a DAG built in a test into the metadata DB, as the DAG processor would for a file."""
-    from airflow.dag_processing.dagbag import sync_bag_to_db
-
-    bag = SimpleNamespace(dags={dag.dag_id: dag}, import_errors={}, dag_warnings=set(), bundle_path=None)
-    sync_bag_to_db(bag, "dags-folder", None)
-
-
 @pytest.mark.airflow
 def test_real_run_records_a_held_release_and_the_api_serves_its_link(env):
     """dag.test() runs tasks through the task runner's run() + finalize(), as a worker does."""
     from airflow.sdk import DAG, task
 
-    from tfship_airflow.release_view import ReleaseReportOperator
+    from tfship_airflow.report import ReleaseReportOperator
 
+    hosts = [ServingHost("local", str(env.serving_dir))]
+    storage = StorageConfig(f"file://{env.root}")
     with DAG(
         dag_id="tfship_release_view_test",
         schedule=None,
@@ -370,7 +362,7 @@ def test_real_run_records_a_held_release_and_the_api_serves_its_link(env):
         params={"day": DAY},
     ) as dag:
 
-        @task
+        @task(multiple_outputs=False)
         def train() -> dict:
             return TRAIN
 
@@ -381,24 +373,36 @@ def test_real_run_records_a_held_release_and_the_api_serves_its_link(env):
             context["ti"].xcom_push(key="decision", value=HOLD)
             return False
 
-        @task
-        def publish_model(host: str) -> int:
-            return 2026030400
+        @task(multiple_outputs=False)
+        def publish_model(host: str) -> dict:
+            return {"host": host, "version": 2026030400}
 
-        @task
+        @task(multiple_outputs=False)
         def canary_serving(host: str) -> dict:
             return CANARY
 
-        gate = evaluate(train())
+        trained = train()
+        gate = evaluate(trained)
         published = publish_model.expand(host=["local"])
-        gate >> published >> canary_serving.expand(host=["local"])
-        report = ReleaseReportOperator(task_id="report_release", day="{{ params.day }}", model="mnist",
-                                       hosts=["local"], trigger_rule="all_done")  # fmt: skip
-        dag.get_task("canary_serving") >> report
+        canaries = canary_serving.expand(host=["local"])
+        gate >> published >> canaries
+        # Its inputs make it a direct downstream of the short circuit, which spares only teardowns.
+        ReleaseReportOperator(
+            task_id="report_release",
+            day="{{ params.day }}",
+            model="mnist",
+            hosts=hosts,
+            storage=storage,
+            candidate=trained,
+            decision=gate["decision"],
+            publications=published,
+            canaries=canaries,
+        ).as_teardown(setups=trained.operator)
         # Wired directly under the short circuit, the report is skipped with publication: avoid this.
-        gate >> ReleaseReportOperator(task_id="report_direct", day=DAY, model="mnist", hosts=["local"],
-                                      trigger_rule="all_done")  # fmt: skip
-    _register(dag)
+        gate >> ReleaseReportOperator(
+            task_id="report_direct", day=DAY, model="mnist", hosts=hosts, storage=storage, trigger_rule="all_done"
+        )
+    register_dag(dag)
     run = dag.test()
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert states["report_release"] == "success"

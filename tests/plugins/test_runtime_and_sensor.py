@@ -5,8 +5,8 @@ import datetime as dt
 import pendulum
 import pytest
 
+from tfship.data.sampledata import write_day
 from tfship.errors import ConfigError
-from tfship.sampledata import write_day
 
 
 def test_run_day_reads_param_then_interval():
@@ -19,11 +19,12 @@ def test_run_day_reads_param_then_interval():
         run_day({"params": {}})
 
 
-def test_sensor_pokes_the_success_marker_of_the_day(local_storage, monkeypatch):
+def test_sensor_pokes_the_success_marker_of_the_day(local_storage):
+    from tfship.config import StorageConfig
     from tfship_airflow.sensors import PartitionReadySensor
 
-    monkeypatch.setenv("TFSHIP_STORAGE_ROOT", local_storage.root_uri)
-    sensor = PartitionReadySensor(task_id="wait_for_raw", day="2026-02-03")
+    storage = StorageConfig(local_storage.root_uri)
+    sensor = PartitionReadySensor(task_id="wait_for_raw", day="2026-02-03", dataset="mnist", storage=storage)
     assert sensor.poke({}) is False
     write_day(local_storage, dt.date(2026, 2, 3), rows=20, shards=1)
     assert sensor.poke({}) is True

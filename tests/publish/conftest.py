@@ -14,7 +14,7 @@ from harness.webhook import WebhookReceiver
 
 
 @pytest.fixture
-def target_dir(tmp_path: Path) -> Path:
+def serving_dir(tmp_path: Path) -> Path:
     """A serving host's TF Serving base path for the model (absent until the first publication)."""
     return tmp_path / "serving-a" / "models" / "mnist"
 

@@ -8,6 +8,7 @@ import pendulum
 import pytest
 
 from harness.fake_candidate import data_file, write_fake_candidate
+from tests.airflow_support import register_dag
 from tests.publish.helpers import numeric_children, release_lines, source_tree, tree
 
 pytestmark = [pytest.mark.hdfs, pytest.mark.airflow]
@@ -15,19 +16,10 @@ pytestmark = [pytest.mark.hdfs, pytest.mark.airflow]
 DAY = dt.date(2026, 5, 6)
 
 
-def _register(dag) -> None:
-    """Serialize a DAG built in a test into the metadata DB, as the DAG processor would for a file."""
-    from types import SimpleNamespace
-
-    from airflow.dag_processing.dagbag import sync_bag_to_db
-
-    bag = SimpleNamespace(dags={dag.dag_id: dag}, import_errors={}, dag_warnings=set(), bundle_path=None)
-    sync_bag_to_db(bag, "dags-folder", None)
-
-
 def _dag(dag_id: str, candidate: str, hosts: dict[str, str], hdfs_storage, hdfs_cluster, retries: int):
     from airflow.sdk import DAG
 
+    from tfship.config import StorageConfig
     from tfship_airflow.publish import PublishModelOperator
 
     with DAG(
@@ -35,20 +27,19 @@ def _dag(dag_id: str, candidate: str, hosts: dict[str, str], hdfs_storage, hdfs_
         schedule=None,
         start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
         params={"day": DAY.isoformat(), "keep": 3},
+        render_template_as_native_obj=True,
     ) as dag:
         PublishModelOperator.partial(
             task_id="publish_model",
             candidate=candidate,
             day="{{ params.day }}",
             keep="{{ params.keep }}",
-            source_root=hdfs_storage.root_uri,
-            webhdfs_endpoints=[hdfs_cluster.webhdfs_url],
-            hdfs_user="root",
+            storage=StorageConfig(hdfs_storage.root_uri, (hdfs_cluster.webhdfs_url,), "root"),
             backoff_s=0.05,
             retries=retries,
             map_index_template="{{ task.host }}",
-        ).expand_kwargs([{"host": host, "target_dir": target} for host, target in hosts.items()])
-    _register(dag)
+        ).expand_kwargs([{"host": host, "serving_dir": target} for host, target in hosts.items()])
+    register_dag(dag)
     return dag
 
 
@@ -59,10 +50,10 @@ def test_dag_run_publishes_to_every_serving_host(hdfs_storage, hdfs_cluster, tmp
     assert run.state == "success"
     expected = source_tree(hdfs_storage, candidate)
     for host, target in hosts.items():
-        target_dir = tmp_path / target
-        assert numeric_children(target_dir) == ["2026050600"], host
-        assert tree(target_dir / "2026050600") == expected
-        [line] = release_lines(target_dir)
+        serving_dir = tmp_path / target
+        assert numeric_children(serving_dir) == ["2026050600"], host
+        assert tree(serving_dir / "2026050600") == expected
+        [line] = release_lines(serving_dir)
         assert (line["version"], line["host"], line["run_id"]) == (2026050600, host, run.run_id)
 
 

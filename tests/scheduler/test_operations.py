@@ -6,7 +6,9 @@ scheduler itself creates the two most recent daily runs; the test then backfills
 days through the UI in headless Chromium. Faults are real: the publication's task process is
 killed with SIGKILL after half its bytes, and the serving container is stopped while the canary
 is due. The order of the tests below is the order of the story; each asserts on the state the
-previous ones left.
+previous ones left; run alone, a test gets that state from the fixtures `scheduled_days` (the
+scheduler runs both scheduled days, here without faults) and `backfilled_days` (a backfill made
+through the REST API instead of the UI).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import pytest
 from harness.airflow_server import AirflowServer
 from harness.webhook import WebhookReceiver
 from tfship.config import PROJECT_ROOT
-from tfship.sampledata import write_day
+from tfship.data.sampledata import write_day
 from tfship.storage import LocalStorage
 
 pytestmark = [pytest.mark.airflow, pytest.mark.scheduler, pytest.mark.docker]
@@ -133,7 +135,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, docker_base_url: str) -> Iter
     env = {
         "DOCKER_HOST": docker_base_url,
         "TFSHIP_STORAGE_ROOT": storage.root_uri,
-        "TFSHIP_SERVING_TARGETS": f"local={root}/serving/mnist",
+        "TFSHIP_SERVING_DIR": f"local={root}/serving/mnist",
         "TFSHIP_LOCAL_WORK_DIR": f"{root}/work",
         "TFSHIP_SCHEDULE_START": SCHEDULED_DAYS[0].isoformat(),
         "TFSHIP_CATCHUP": "true",
@@ -145,6 +147,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, docker_base_url: str) -> Iter
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     try:
         server.start()
+        server.unpause(DAG_ID)  # only now: every component answers
         yield Site(server, root, webhook, docker_base_url)
     finally:
         server.stop()
@@ -203,6 +206,34 @@ def _wait_state(site: Site, run_id: str, task_id: str, states: tuple[str, ...], 
             return ti
         time.sleep(1)
     raise AssertionError(f"{task_id} of {run_id} not in {states} after {timeout_s}s: {ti}\n{site.server.log_tail()}")
+
+
+@pytest.fixture
+def scheduled_days(site: Site) -> list[dict[str, Any]]:
+    """Both scheduled days finished (after the fault story, or on their own when a test runs alone)."""
+    finished = site.server.wait_for_runs(DAG_ID, 2, timeout_s=1500, where=lambda r: r["run_type"] == "scheduled")
+    states = [(run["dag_run_id"], run["state"]) for run in finished]
+    assert [state for _, state in states] == ["success", "success"], (
+        f"precondition: the two scheduled days must have succeeded, got {states}\n{site.server.log_tail()}"
+    )
+    assert (site.serving / "releases.jsonl").exists(), "precondition: the scheduled days published nothing"
+    return finished
+
+
+@pytest.fixture
+def backfilled_days(site: Site, scheduled_days: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The three backfill runs finished; made through the REST API when the UI test did not run first."""
+    if not [run for run in site.server.dag_runs(DAG_ID) if run["run_type"] == "backfill"]:
+        site.server.set_paused(DAG_ID, True)  # the same SQLite precaution as the UI test
+        body = {"dag_id": DAG_ID, "from_date": f"{BACKFILL_DAYS[0].isoformat()}T00:00:00Z",
+                "to_date": f"{BACKFILL_DAYS[-1].isoformat()}T00:00:00Z", "max_active_runs": 1,
+                "run_backwards": False, "dag_run_conf": {}, "reprocess_behavior": "none"}  # fmt: skip
+        status, answer = site.server.request("POST", "/api/v2/backfills", body)
+        assert status == 200, f"precondition: creating the backfill failed: {status} {answer}"
+        site.server.set_paused(DAG_ID, False)
+    finished = site.server.wait_for_runs(DAG_ID, 3, timeout_s=1500, where=lambda r: r["run_type"] == "backfill")
+    assert {run["state"] for run in finished} == {"success"}, [(r["dag_run_id"], r["state"]) for r in finished]
+    return finished
 
 
 def test_two_scheduled_days_with_faults_cleared_end_like_an_uninterrupted_run(site: Site):
@@ -276,7 +307,7 @@ def _wait_available(version: int, timeout_s: float = 120) -> None:
     raise AssertionError(f"version {version} not AVAILABLE after {timeout_s}s")
 
 
-def test_backfill_from_the_ui_stores_candidates_and_leaves_serving_on_the_newest(site: Site):
+def test_backfill_from_the_ui_stores_candidates_and_leaves_serving_on_the_newest(site: Site, scheduled_days):
     from tests.browser.driver import ensure_browser_deps, run_ui
 
     ensure_browser_deps()
@@ -321,7 +352,7 @@ def test_backfill_from_the_ui_stores_candidates_and_leaves_serving_on_the_newest
     ]
 
 
-def test_manual_params_are_refused_before_any_work(site: Site):
+def test_manual_params_are_refused_before_any_work(site: Site, scheduled_days):
     trigger = f"/api/v2/dags/{DAG_ID}/dagRuns"
     for conf, named in (
         ({"force_publish": "yes"}, "force_publish"),
@@ -347,7 +378,7 @@ def test_manual_params_are_refused_before_any_work(site: Site):
     assert "day 2020-01-01 has no raw data" in json.dumps(log)
 
 
-def test_release_view_shows_the_served_version_and_is_linked_from_the_run(site: Site):
+def test_release_view_shows_the_served_version_and_is_linked_from_the_run(site: Site, backfilled_days):
     from tests.browser.driver import run_ui
 
     newest = site.run_for(SCHEDULED_DAYS[1], "scheduled")

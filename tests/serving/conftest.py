@@ -115,7 +115,7 @@ def serving_image(docker_base_url: str) -> str:
     import docker
     from serving_standin.build import build_image
 
-    from tfship.serving import REAL_IMAGE, choose_image
+    from tfship.serving.container import REAL_IMAGE, choose_image
 
     api = docker.APIClient(base_url=docker_base_url, version="auto")
     try:
@@ -141,7 +141,7 @@ def docker_api(docker_base_url: str) -> Iterator:
 @pytest.fixture
 def serving_model(request: pytest.FixtureRequest, docker_api) -> Iterator[str]:
     """A model name unique to the test; its containers are removed at teardown."""
-    from tfship.serving import MODEL_LABEL
+    from tfship.serving.container import MODEL_LABEL
 
     name = "t-" + request.node.name.lower().replace("_", "-")[5:40].strip("-")
     yield name

@@ -18,7 +18,7 @@ V1, V2, V3 = 2024010100, 2024010200, 2024010300
 
 
 def deploy(model: str, serving_dir: Path, version: int, image: str, docker_url: str, rest_port: int, **extra):
-    from tfship_airflow.serving import DeployServingOperator
+    from tfship_airflow.deploy import DeployServingOperator
 
     operator = DeployServingOperator(
         task_id="deploy_serving", model=model, host="local", serving_dir=str(serving_dir), version=version,
@@ -29,7 +29,7 @@ def deploy(model: str, serving_dir: Path, version: int, image: str, docker_url: 
 
 
 def canary(model: str, serving_dir: Path, version: int, rest_port: int):
-    from tfship_airflow.serving import CanaryServingOperator
+    from tfship_airflow.canary import CanaryServingOperator
 
     operator = CanaryServingOperator(
         task_id="canary_serving", model=model, host="local", serving_dir=str(serving_dir), version=version,
@@ -80,7 +80,7 @@ def test_same_spec_untouched_changed_spec_recreated_killed_recreated(
 def test_leftover_of_a_killed_task_is_found_by_name_not_a_409(
     serving_image, docker_base_url, docker_api, serving_model, tmp_path: Path, model_store
 ) -> None:
-    from tfship.serving import ServingSpec
+    from tfship.serving.container import ServingSpec
 
     base = tmp_path / "serving"
     publish_copy(model_store["good"], base, V1)
@@ -146,8 +146,9 @@ def test_version_that_fails_to_load_rolls_back_and_alerts(
 def test_zero_downtime_while_publishing_and_rolling_back(
     serving_image, docker_base_url, serving_model, tmp_path: Path, model_store
 ) -> None:
-    from tfship.canary import reject_versions
-    from tfship.serving import ServingClient
+    from tfship.release.serving_dir import ServingDir
+    from tfship.serving.client import ServingClient
+    from tfship.serving.rollback import reject_versions
 
     base = tmp_path / "serving"
     publish_copy(model_store["good"], base, V1)
@@ -185,7 +186,7 @@ def test_zero_downtime_while_publishing_and_rolling_back(
         publish_copy(model_store["constant"], base, V3)
         serving.wait_until_available(V3, timeout_s=300)
         rollback_began = time.monotonic()
-        result = reject_versions(base, [V3], serving, timeout_s=300)
+        result = reject_versions(ServingDir(base), [V3], serving, timeout_s=300)
         rollback_ended = time.monotonic()
     finally:
         stop.set()

@@ -10,7 +10,7 @@ from tfship.errors import ConfigError
 
 
 def test_unknown_or_spec_owned_flags_are_refused() -> None:
-    from tfship.serving import validate_flags
+    from tfship.serving.server_config import validate_flags
 
     assert validate_flags(["--max_num_load_retries=0"]) == ("--max_num_load_retries=0",)
     with pytest.raises(ConfigError, match="fle_system_poll_wait_seconds"):
@@ -20,7 +20,7 @@ def test_unknown_or_spec_owned_flags_are_refused() -> None:
 
 
 def test_spec_hash_changes_with_flags_and_config_content(tmp_path: Path) -> None:
-    from tfship.serving import ServingSpec
+    from tfship.serving.container import ServingSpec
 
     config = tmp_path / "models.config"
     config.write_text("model_config_list {}")
@@ -42,15 +42,17 @@ def test_spec_hash_changes_with_flags_and_config_content(tmp_path: Path) -> None
 
 
 def test_versions_to_reject(tmp_path: Path) -> None:
-    from tfship.canary import CanaryError, versions_to_reject
+    from tfship.release.serving_dir import ServingDir
+    from tfship.serving.canary import CanaryError
+    from tfship.serving.rollback import versions_to_reject
 
     for version in (2024010100, 2024010200, 2024010300):
         (tmp_path / str(version)).mkdir()
     (tmp_path / ".staging-x").mkdir()
-    assert versions_to_reject(tmp_path, "previous") == [2024010300]
-    assert versions_to_reject(tmp_path, "2024010100") == [2024010300, 2024010200]
+    assert versions_to_reject(ServingDir(tmp_path), "previous") == [2024010300]
+    assert versions_to_reject(ServingDir(tmp_path), "2024010100") == [2024010300, 2024010200]
     with pytest.raises(CanaryError, match="2024010500"):
-        versions_to_reject(tmp_path, "2024010500")
+        versions_to_reject(ServingDir(tmp_path), "2024010500")
 
 
 def test_rollback_dag_parses_with_validated_params() -> None:

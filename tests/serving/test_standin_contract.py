@@ -192,7 +192,7 @@ def test_rest_port_stays_closed_until_the_first_version_loads(start_standin, tmp
 
 
 def test_model_config_file_policy_and_labels(start_standin, tmp_path: Path, model_store) -> None:
-    from tfship.serving import render_model_config
+    from tfship.serving.server_config import render_model_config
 
     base = tmp_path / "models" / "digits"
     for version in (1, 2, 3):
@@ -216,7 +216,8 @@ def test_model_config_file_policy_and_labels(start_standin, tmp_path: Path, mode
 @pytest.mark.docker
 def test_container_through_the_entrypoint(serving_image: str, docker_api, serving_model: str, tmp_path: Path,
                                           model_store) -> None:  # fmt: skip
-    from tfship.serving import ServingClient, ServingSpec, container_alive_check, reconcile_container
+    from tfship.serving.client import ServingClient
+    from tfship.serving.container import ServingSpec, container_alive_check, reconcile_container
 
     base = tmp_path / "serving"
     publish_copy(model_store["good"], base, 2024010100)

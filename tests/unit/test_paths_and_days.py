@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pendulum
 import pytest
@@ -95,9 +96,25 @@ def test_raw_root_names_a_replay_directory():
 
 
 def test_day_of_version_reads_d_back_from_the_number():
-    from tfship.days import day_of_version
+    from tfship.release.serving_dir import ModelVersion
+
+    def day_of_version(value):
+        version = ModelVersion.parse(value)
+        return None if version is None else version.day
 
     assert day_of_version(2026112503) == dt.date(2026, 11, 25)
     assert day_of_version("2026010100") == dt.date(2026, 1, 1)
     assert day_of_version("{{ ti.xcom_pull() }}") is None
     assert day_of_version(2026133100) is None
+
+
+def test_model_version_is_made_from_d_and_n_and_gives_them_back():
+    from tfship.release.serving_dir import ModelVersion
+
+    version = ModelVersion.of(dt.date(2026, 11, 25), 3)
+    assert version == 2026112503 and isinstance(version, int)
+    assert (version.day, version.n) == (dt.date(2026, 11, 25), 3)
+    assert ModelVersion.parse("00123") == 123 and ModelVersion.parse("v2") is None and ModelVersion.parse(True) is None
+    assert json.dumps({"version": version}) == '{"version": 2026112503}'
+    with pytest.raises(ConfigError, match="retrain 100"):
+        ModelVersion.of(dt.date(2026, 11, 25), 100)

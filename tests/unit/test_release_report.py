@@ -8,18 +8,19 @@ from pathlib import Path
 
 import pytest
 
+from tfship.constants import LogEvent
 from tfship.errors import ConfigError, PathEscapeError
 from tfship.paths import release_record_path
-from tfship.release_report import (
-    canary_from_release_log,
+from tfship.release.serving_dir import ReleaseLog
+from tfship.report.page import render_release_page
+from tfship.report.record import (
     candidate_artifact_path,
     read_release_records,
     release_record,
-    render_release_page,
     render_release_text,
-    served_state,
     write_release_record,
 )
+from tfship.serving.client import served_state
 from tfship.storage import LocalStorage
 
 RUN = "scheduled__2026-03-04T00:00:00+00:00"
@@ -206,7 +207,12 @@ def test_log_text_names_status_delta_and_hosts():
     assert "local: released, published 2026030400, canary p99 31.7 ms" in text
 
 
-def test_canary_is_read_back_from_the_release_log():
+def test_canary_is_read_back_from_the_release_log(tmp_path: Path):
+    def canary_from_release_log(text: str, **kwargs):
+        log = tmp_path / "releases.jsonl"
+        log.write_text(text)
+        return ReleaseLog(log).last_event(LogEvent.CANARY, **kwargs)
+
     lines = [
         json.dumps({"event": "canary", "run_id": "other", "version": 2026030400, "passed": True}),
         json.dumps({"version": 2026030400, "digest": "abc", "host": "local"}),  # a publication line
@@ -301,10 +307,10 @@ def test_served_state_from_the_rest_status():
             {"version": "2026030200", "state": "END", "status": {"error_code": "OK", "error_message": ""}},
         ]
     }
-    assert served_state(200, body) == {"version": 2026030400, "state": "AVAILABLE", "error": None}
+    assert served_state(200, body).to_dict() == {"version": 2026030400, "state": "AVAILABLE", "error": None}
     loading = {"model_version_status": [{"version": "2026030400", "state": "LOADING", "status": {}}]}
-    assert served_state(200, loading) == {"version": None, "state": "LOADING v2026030400", "error": None}
-    missing = served_state(404, {"error": "Servable not found for request: Latest(mnist)"})
+    assert served_state(200, loading).to_dict() == {"version": None, "state": "LOADING v2026030400", "error": None}
+    missing = served_state(404, {"error": "Servable not found for request: Latest(mnist)"}).to_dict()
     assert missing == {"version": None, "state": "HTTP 404", "error": "Servable not found for request: Latest(mnist)"}
 
 

@@ -5,7 +5,7 @@ import gzip
 import json
 from collections import Counter
 
-from tfship.sampledata import IMAGE_SIDE, day_lines, write_day
+from tfship.data.sampledata import IMAGE_SIDE, day_lines, write_day
 
 D = dt.date(2026, 11, 25)
 

@@ -7,7 +7,7 @@ import gzip
 import numpy as np
 import pytest
 
-from tfship.schema import IMAGE_BYTES, decode_batch, encode_example, encode_features, frame_record
+from tfship.data.schema import IMAGE_BYTES, decode_batch, encode_example, encode_features, frame_record
 
 tf = pytest.importorskip("tensorflow")
 

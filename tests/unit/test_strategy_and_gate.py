@@ -4,11 +4,12 @@ import json
 
 import pytest
 
-from tfship.cv import choose_best, grid_from_param
 from tfship.errors import ConfigError
-from tfship.gate import decide, served_version_dir
-from tfship.model import HParams
-from tfship.strategy import StrategyPlan, per_replica_batch, plan_strategy
+from tfship.release.gate import decide
+from tfship.release.serving_dir import ServingDir
+from tfship.training.cv import choose_best, grid_from_param
+from tfship.training.model import HParams
+from tfship.training.strategy import StrategyPlan, per_replica_batch, plan_strategy
 
 TWO_WORKERS = json.dumps({"cluster": {"worker": ["h1:2222", "h2:2222"]}, "task": {"type": "worker", "index": 1}})
 
@@ -82,6 +83,12 @@ def test_gate_force_overrides_and_says_so():
     assert not decide(0.99, 0.96, served_version=1, tolerance=0.0, floor=0.9, force=True).forced
 
 
+def served_version_dir(path):
+    """The served version and its directory, through the serving dir's owner."""
+    newest = ServingDir(path).newest()
+    return None if newest is None else (newest, ServingDir(path).version_dir(newest))
+
+
 def test_served_version_is_the_highest_numeric_directory(tmp_path):
     assert served_version_dir(tmp_path / "missing") is None
     for name in ("2026112400", "2026112501", ".staging-abc", "2026112500", "notes"):
@@ -112,7 +119,7 @@ def test_cv_grid_param_is_checked():
 def test_a_backfill_day_older_than_the_served_version_is_held():
     import datetime as dt
 
-    from tfship.gate import newer_day_served
+    from tfship.release.gate import newer_day_served
 
     reason = newer_day_served(dt.date(2026, 11, 20), 2026112501)
     assert reason is not None

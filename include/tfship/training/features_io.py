@@ -1,4 +1,4 @@
-"""The one tf.data reader over a day's TFRecords (schema from tfship.schema).
+"""The one tf.data reader over a day's TFRecords (schema from tfship.data.schema).
 
 On an `hdfs://` root the shards are first staged to local disk through the storage layer,
 each checked against the md5 that `_stats.json` recorded; TensorFlow then reads local files.
@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tfship.data.schema import decode_batch, parse_batch
+from tfship.data.stats import read_stats
 from tfship.errors import TfshipError
-from tfship.manifest import md5_of_stream
 from tfship.paths import features_dir
-from tfship.preprocess import read_stats
-from tfship.schema import decode_batch, parse_batch
+from tfship.release.manifest import md5_of_stream
 from tfship.storage import LocalStorage, Storage
 
 CACHE_LIMIT_BYTES = 2 << 30  # decoded records kept in memory below this size

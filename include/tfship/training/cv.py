@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from tfship.errors import ConfigError
-from tfship.features_io import LocalFeatures, make_dataset
-from tfship.model import HParams, build_model
+from tfship.training.features_io import LocalFeatures, make_dataset
+from tfship.training.model import HParams, build_model
 
 DEFAULT_GRID: tuple[dict[str, Any], ...] = tuple(
     {"learning_rate": lr, "filters": filters, "dropout": 0.25} for lr in (1e-3, 3e-3) for filters in (16, 32)
@@ -53,13 +53,21 @@ def cross_validate(
     for fold in range(folds):
         keras.utils.set_random_seed(seed + fold)
         train = make_dataset(
-            features.files["train"], batch_size=batch_size, training=True, seed=seed,
-            folds=(folds, fold, False), subsample=subsample,
-        )  # fmt: skip
+            features.files["train"],
+            batch_size=batch_size,
+            training=True,
+            seed=seed,
+            folds=(folds, fold, False),
+            subsample=subsample,
+        )
         held_out = make_dataset(
-            features.files["train"], batch_size=batch_size, training=False, seed=seed,
-            folds=(folds, fold, True), subsample=subsample,
-        )  # fmt: skip
+            features.files["train"],
+            batch_size=batch_size,
+            training=False,
+            seed=seed,
+            folds=(folds, fold, True),
+            subsample=subsample,
+        )
         model = build_model(hparams)
         model.fit(train, epochs=epochs, verbose=0)
         _, accuracy = model.evaluate(held_out, verbose=0)

@@ -1,28 +1,24 @@
-"""The canary: a model's golden set sent to its pinned version over REST, the verdict, and rollback.
+"""The canary: a model's golden set sent to its pinned version over REST, and the verdict.
 
 `run_canary` splits `canary.json` into batches sent from C concurrent clients to
 `/v1/models/<m>/versions/<v>:predict` and checks HTTP errors, shape (N, 10), rows summing to 1,
 accuracy against the labels, agreement with the model's own offline probabilities (argmax
 agreement and max absolute difference: training/serving skew) and latency percentiles.
-`reject_version` moves a version out of the served directory and waits for the previous one.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import math
-import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tfship.errors import ConfigError, TfshipError
-from tfship.publish import REJECTED_DIR, RELEASE_LOG, fsync_dir, numeric_versions
-from tfship.serving import ServingClient, ServingError
+from tfship.serving.client import ServingClient
 
 CANARY_FILE = "canary.json"
 CLASSES = 10
@@ -142,6 +138,13 @@ class CanaryVerdict:
         data["failed_checks"] = self.failed_checks
         return data
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CanaryVerdict:
+        """Back from `to_dict` (the derived `passed` and `failed_checks` are recomputed)."""
+        fields = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        fields["checks"] = tuple(Check(**check) for check in data.get("checks") or ())
+        return cls(**fields)
+
     def render(self) -> str:
         """A readable block for the task log."""
         head = "PASSED" if self.passed else f"FAILED ({', '.join(self.failed_checks)})"
@@ -155,6 +158,45 @@ class CanaryVerdict:
             lines.append(f"  [{mark}] {check.name.ljust(width)}  {check.observed}  (limit {check.limit})")
         lines.extend(f"  http error: {error}" for error in self.http_errors[:5])
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class CanaryResult:
+    """What `canary_serving` hands on for one host: the verdict and, after a failure, the rollback.
+
+    `to_dict` is the flat record the release log and the release record have always held.
+    """
+
+    host: str
+    run_id: str | None
+    verdict: CanaryVerdict
+    rollback: dict[str, Any] | None = None
+    rollback_error: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        """True when the verdict passed."""
+        return self.verdict.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        """`{"host", "run_id", **verdict, "rollback"?, "rollback_error"?}`."""
+        data = {"host": self.host, "run_id": self.run_id, **self.verdict.to_dict()}
+        if self.rollback is not None:
+            data["rollback"] = self.rollback
+        if self.rollback_error is not None:
+            data["rollback_error"] = self.rollback_error
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CanaryResult:
+        """Back from `to_dict`."""
+        return cls(
+            data.get("host", ""),
+            data.get("run_id"),
+            CanaryVerdict.from_dict(data),
+            data.get("rollback"),
+            data.get("rollback_error"),
+        )
 
 
 def percentile(values: Sequence[float], share: float) -> float:
@@ -214,24 +256,43 @@ def run_canary(
     if shape_ok and probabilities is not None:
         sums = probabilities.sum(axis=1)
         worst_sum = float(np.max(np.abs(sums - 1.0))) if np.all(np.isfinite(sums)) else math.inf
-        checks.append(Check("sums_to_1", worst_sum <= policy.sum_tolerance, f"max |sum-1| {worst_sum:.2e}",
-                            f"{policy.sum_tolerance:.0e}"))  # fmt: skip
+        checks.append(
+            Check(
+                "sums_to_1",
+                worst_sum <= policy.sum_tolerance,
+                f"max |sum-1| {worst_sum:.2e}",
+                f"{policy.sum_tolerance:.0e}",
+            )
+        )
         predicted = probabilities.argmax(axis=1)
         accuracy = float(np.mean(predicted == np.asarray(canary.labels)))
-        checks.append(Check("accuracy", accuracy >= policy.accuracy_floor, f"{accuracy:.4f}",
-                            f">= {policy.accuracy_floor}"))  # fmt: skip
+        checks.append(
+            Check("accuracy", accuracy >= policy.accuracy_floor, f"{accuracy:.4f}", f">= {policy.accuracy_floor}")
+        )
         offline = np.asarray(canary.probabilities, dtype=np.float64)
         agreement = float(np.mean(predicted == offline.argmax(axis=1)))
-        checks.append(Check("argmax_agreement", agreement >= policy.min_argmax_agreement, f"{agreement:.4f}",
-                            f">= {policy.min_argmax_agreement}"))  # fmt: skip
+        checks.append(
+            Check(
+                "argmax_agreement",
+                agreement >= policy.min_argmax_agreement,
+                f"{agreement:.4f}",
+                f">= {policy.min_argmax_agreement}",
+            )
+        )
         max_diff = float(np.max(np.abs(probabilities - offline))) if np.all(np.isfinite(probabilities)) else math.inf
-        checks.append(Check("max_abs_diff", max_diff <= policy.max_abs_diff, f"{max_diff:.2e}",
-                            f"<= {policy.max_abs_diff:.0e}"))  # fmt: skip
+        checks.append(
+            Check("max_abs_diff", max_diff <= policy.max_abs_diff, f"{max_diff:.2e}", f"<= {policy.max_abs_diff:.0e}")
+        )
     latency = {f"p{p}": round(percentile(latencies, p / 100), 2) for p in (50, 95, 99)}
     latency["max"] = round(max(latencies), 2) if latencies else math.nan
-    checks.append(Check("latency_p99", latency["p99"] <= policy.latency_budget_ms,
-                        f"p50 {latency['p50']:.1f} / p95 {latency['p95']:.1f} / p99 {latency['p99']:.1f} ms",
-                        f"p99 <= {policy.latency_budget_ms:.0f} ms"))  # fmt: skip
+    checks.append(
+        Check(
+            "latency_p99",
+            latency["p99"] <= policy.latency_budget_ms,
+            f"p50 {latency['p50']:.1f} / p95 {latency['p95']:.1f} / p99 {latency['p99']:.1f} ms",
+            f"p99 <= {policy.latency_budget_ms:.0f} ms",
+        )
+    )
     return CanaryVerdict(
         model=model,
         version=int(version),
@@ -246,108 +307,3 @@ def run_canary(
         latency_ms=latency,
         http_errors=errors,
     )
-
-
-def append_release_event(target: Path, event: str, record: dict[str, Any]) -> dict[str, Any]:
-    """Append `{"event": event, ...}` as one fsynced line of `<target>/releases.jsonl`."""
-    line = {"event": event, "recorded_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **record}
-    path = Path(target) / RELEASE_LOG
-    with open(path, "ab") as handle:
-        if handle.tell() > 0:  # a torn last line from a killed writer: start on a fresh line
-            with open(path, "rb") as reader:
-                reader.seek(-1, os.SEEK_END)
-                if reader.read(1) != b"\n":
-                    handle.write(b"\n")
-        handle.write(json.dumps(line, sort_keys=True, default=str).encode("utf-8") + b"\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    return line
-
-
-# ---------------------------------------------------------------- rollback
-
-
-@dataclass(frozen=True)
-class RollbackResult:
-    """Which versions were moved aside and which version serves now."""
-
-    rejected: tuple[int, ...]
-    moved_to: tuple[str, ...]
-    serving: int
-    previous_canary: dict[str, Any] | None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready."""
-        return {**asdict(self), "rejected": list(self.rejected), "moved_to": list(self.moved_to)}
-
-
-def move_to_rejected(target: Path, version: int) -> Path:
-    """Rename `<v>` to `.rejected/<v>` (`<v>-n` if rejected before): TF Serving stops aspiring it."""
-    target = Path(target)
-    source = target / str(version)
-    if not source.is_dir():
-        raise CanaryError(f"version directory {source} does not exist: nothing to reject")
-    rejected = target / REJECTED_DIR
-    rejected.mkdir(exist_ok=True)
-    destination, attempt = rejected / str(version), 0
-    while destination.exists():
-        attempt += 1
-        destination = rejected / f"{version}-{attempt}"
-    os.rename(source, destination)  # same filesystem: atomic, never a half-listed version
-    fsync_dir(target)
-    fsync_dir(rejected)
-    return destination
-
-
-def reject_versions(
-    target: Path,
-    versions: Sequence[int],
-    client: ServingClient,
-    *,
-    timeout_s: float = 300.0,
-    policy: CanaryPolicy | None = None,
-) -> RollbackResult:
-    """Move versions aside, wait until the newest remaining one is AVAILABLE and answers its canary set."""
-    target = Path(target)
-    moved = [str(move_to_rejected(target, v)) for v in versions]
-    remaining = numeric_versions(target)
-    if not remaining:
-        raise CanaryError(f"no version is left in {target} after rejecting {list(versions)}: nothing serves")
-    previous = remaining[-1]
-    try:
-        client.wait_until_available(previous, timeout_s=timeout_s)
-    except ServingError as err:
-        raise CanaryError(f"rolled back to version {previous} in {target}, but it did not come back: {err}") from err
-    previous_canary = None
-    canary_path = target / str(previous) / CANARY_FILE
-    if canary_path.exists():
-        verdict = run_canary(client.base_url, client.model, previous, load_canary(canary_path), policy)
-        previous_canary = verdict.to_dict()
-        if not verdict.passed:
-            raise CanaryError(f"version {previous} serves again but its canary fails:\n{verdict.render()}")
-    else:
-        code, body = client.predict([[[[0]] * 28] * 28], version=previous)
-        if code != 200:
-            raise CanaryError(f"version {previous} serves again but a predict got HTTP {code}: {body}")
-    return RollbackResult(tuple(int(v) for v in versions), tuple(moved), previous, previous_canary)
-
-
-def versions_to_reject(target: Path, wanted: str | int) -> list[int]:
-    """For a manual rollback: 'previous' -> the newest version; N -> every version above N (N must exist)."""
-    versions = numeric_versions(Path(target))
-    if not versions:
-        raise CanaryError(f"{target} holds no version to roll back")
-    if str(wanted) == "previous":
-        if len(versions) < 2:
-            raise CanaryError(f"{target} holds only version {versions[0]}: there is no previous version")
-        return [versions[-1]]
-    try:
-        number = int(wanted)
-    except ValueError:
-        raise ConfigError(f"rollback target {wanted!r} is neither 'previous' nor a version number") from None
-    if number not in versions:
-        raise CanaryError(f"version {number} is not in {target} (present: {versions})")
-    newer = [v for v in versions if v > number]
-    if not newer:
-        raise CanaryError(f"version {number} is already the newest in {target}: nothing to roll back")
-    return sorted(newer, reverse=True)

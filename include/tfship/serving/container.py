@@ -1,7 +1,7 @@
-"""The TF Serving container spec and its hash, the container reconciliation, and a small REST client.
+"""The TF Serving container: its spec and the spec's hash, reconciliation, and the choice of image.
 
 Pure library: the Docker client is passed in (the low-level `docker.APIClient`, which is what
-the docker provider's `DockerHook.get_conn()` returns), HTTP goes through `requests`.
+the docker provider's `DockerHook.get_conn()` returns).
 """
 
 from __future__ import annotations
@@ -10,13 +10,16 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tfship.errors import ConfigError, TfshipError
+from tfship.constants import ContainerChange
+from tfship.errors import ConfigError
 from tfship.paths import check_name
+from tfship.serving.client import ServingError
+from tfship.serving.server_config import validate_flags
 
 # The pinned real image; where it is not present locally the stand-in is used (see choose_image).
 REAL_IMAGE = "tensorflow/serving:2.20.0"  # the contract (TFSERVING_CONTRACT.md) was read from 2.20
@@ -29,66 +32,7 @@ MANAGED_VALUE = "tfserving"
 CONFIG_MOUNT = "/etc/tfship/models.config"
 RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")
 
-# Flags of tensorflow_model_server (2.x main.cc); it only warns about others, so a typo would
-# silently change nothing: extra flags are checked against this list.
-TF_SERVING_FLAGS = frozenset(
-    {
-        "port", "grpc_socket_path", "rest_api_port", "rest_api_num_threads", "rest_api_timeout_in_ms",
-        "rest_api_enable_cors_support", "enable_batching", "allow_version_labels_for_unavailable_models",
-        "batching_parameters_file", "enable_per_model_batching_parameters", "model_config_file",
-        "model_config_file_poll_wait_seconds", "model_name", "model_base_path", "max_num_load_retries",
-        "load_retry_interval_micros", "file_system_poll_wait_seconds", "flush_filesystem_caches",
-        "tensorflow_session_parallelism", "tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism",
-        "use_alts_credentials", "ssl_config_file", "platform_config_file", "per_process_gpu_memory_fraction",
-        "saved_model_tags", "grpc_channel_arguments", "grpc_max_threads", "enable_model_warmup",
-        "num_request_iterations_for_warmup", "version", "monitoring_config_file",
-        "remove_unused_fields_from_bundle_metagraph", "prefer_tflite_model", "num_tflite_pools",
-        "num_tflite_interpreters_per_pool", "enable_signature_method_name_check",
-        "xla_cpu_compilation_enabled", "enable_profiler", "thread_pool_factory_config_file", "mixed_precision",
-        "skip_initialize_tpu", "num_load_threads", "num_unload_threads", "tensorflow_session_config_file",
-        "model_base_path_prefix", "enable_grpc_healthcheck_service",
-    }
-)  # fmt: skip
-# Set through the spec's own fields, so a second copy in extra_flags would silently win or lose.
-SPEC_OWNED_FLAGS = frozenset(
-    {"port", "rest_api_port", "model_name", "model_base_path", "model_config_file", "file_system_poll_wait_seconds"}
-)
-
 log = logging.getLogger(__name__)
-
-
-class ServingError(TfshipError):
-    """Serving did not do what was asked; the message names the model, version and URL."""
-
-
-class ServingUnreachable(ServingError):
-    """Nothing answers at the serving endpoint: an infrastructure fault, not evidence against the model."""
-
-
-class VersionLoadFailed(ServingError):
-    """The server gave up loading a version: state END with an error."""
-
-    def __init__(self, model: str, version: int, error_code: str, error_message: str) -> None:
-        self.model, self.version, self.error_code, self.error_message = model, version, error_code, error_message
-        super().__init__(f"model {model!r} version {version} failed to load ({error_code}): {error_message}")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return VersionLoadFailed, (self.model, self.version, self.error_code, self.error_message)
-
-
-def validate_flags(flags: Sequence[str]) -> tuple[str, ...]:
-    """Refuse flags TF Serving does not know (it would ignore them) or that the spec already sets."""
-    checked = []
-    for flag in flags:
-        name = flag.removeprefix("--").partition("=")[0] if flag.startswith("--") else ""
-        if not name:
-            raise ConfigError(f"TF Serving flag {flag!r} must look like --name=value")
-        if name not in TF_SERVING_FLAGS:
-            raise ConfigError(f"TF Serving flag {flag!r} is unknown: the server would only warn and ignore it")
-        if name in SPEC_OWNED_FLAGS:
-            raise ConfigError(f"TF Serving flag {flag!r} is set by the serving spec; use its field instead")
-        checked.append(flag)
-    return tuple(checked)
 
 
 @dataclass(frozen=True)
@@ -201,30 +145,6 @@ class ServingSpec:
         }
 
 
-def render_model_config(model: str, *, policy: str = "latest", versions: Sequence[int] = (), num_versions: int = 1,
-                        labels: dict[str, int] | None = None) -> str:  # fmt: skip
-    """ModelServerConfig text for one model mounted at /models/<model> (policy latest/all/specific)."""
-    check_name("model", model)
-    if policy == "latest":
-        policy_text = f"latest {{ num_versions: {int(num_versions)} }}"
-    elif policy == "all":
-        policy_text = "all {}"
-    elif policy == "specific":
-        if not versions:
-            raise ConfigError("the specific version policy needs at least one version")
-        policy_text = "specific { " + " ".join(f"versions: {int(v)}" for v in versions) + " }"
-    else:
-        raise ConfigError(f"version policy {policy!r} is not latest, all or specific")
-    label_text = "".join(
-        f"\n    version_labels {{ key: '{key}' value: {int(value)} }}" for key, value in (labels or {}).items()
-    )
-    return (
-        "model_config_list {\n  config {\n"
-        f"    name: '{model}'\n    base_path: '/models/{model}'\n    model_platform: 'tensorflow'\n"
-        f"    model_version_policy {{ {policy_text} }}{label_text}\n  }}\n}}\n"
-    )
-
-
 # ---------------------------------------------------------------- the container
 
 
@@ -232,7 +152,7 @@ def render_model_config(model: str, *, policy: str = "latest", versions: Sequenc
 class ContainerAction:
     """What reconciliation did: kept, created or recreated, and why."""
 
-    action: str
+    action: ContainerChange
     container_id: str
     name: str
     spec_hash: str
@@ -244,7 +164,7 @@ class ContainerAction:
         """JSON-ready (without the monotonic timestamp)."""
         data = asdict(self)
         data.pop("stopped_at")
-        data["removed"] = list(self.removed)
+        data.update(action=str(self.action), removed=list(self.removed))
         return data
 
 
@@ -280,7 +200,9 @@ def reconcile_container(api: Any, spec: ServingSpec, *, stop_timeout_s: int = 2)
     others = [c for c in existing if current is None or c["Id"] != current["Id"]]
     if current is not None and current.get("State") == "running" and current["Labels"].get(SPEC_HASH_LABEL) == wanted:
         removed = tuple(_remove(api, c, stop_timeout_s) for c in others)
-        return ContainerAction("kept", current["Id"], spec.container_name, wanted, "same spec, running", removed)
+        return ContainerAction(
+            ContainerChange.KEPT, current["Id"], spec.container_name, wanted, "same spec, running", removed
+        )
     if current is None:
         reason = "no container yet" if not others else "only leftovers of an interrupted deploy"
     elif current.get("State") != "running":
@@ -292,7 +214,7 @@ def reconcile_container(api: Any, spec: ServingSpec, *, stop_timeout_s: int = 2)
     stopped_at = time.monotonic() if was_serving else None
     created = api.create_container(**spec.create_kwargs(api))
     api.start(created["Id"])
-    action = "recreated" if current is not None else "created"
+    action = ContainerChange.RECREATED if current is not None else ContainerChange.CREATED
     log.info("%s container %s (%s): %s", action, spec.container_name, created["Id"][:12], reason)
     return ContainerAction(action, created["Id"], spec.container_name, wanted, reason, removed, stopped_at)
 
@@ -335,121 +257,44 @@ def choose_image(api: Any, requested: str | None = None, *, build_standin: Calla
     return tag
 
 
-# ---------------------------------------------------------------- REST
+@dataclass(frozen=True)
+class DeployResult:
+    """What `deploy_serving` hands on for one host: the container change and the version now AVAILABLE."""
 
+    host: str
+    serving_dir: str
+    version: int
+    image: str
+    url: str
+    container: ContainerAction
+    downtime_s: float | None = None  # set when a serving container was replaced
+    available_after_s: float | None = None
 
-class ServingClient:
-    """REST calls to one model on one TF Serving (`http://host:8501`)."""
+    def to_dict(self) -> dict[str, Any]:
+        """Flat and JSON-ready: the container's fields next to the host's."""
+        data = {key: value for key, value in asdict(self).items() if key != "container"}
+        data.update(self.container.to_dict())
+        data["version"] = int(self.version)
+        return {key: value for key, value in data.items() if value is not None or key == "available_after_s"}
 
-    def __init__(self, base_url: str, model: str, *, timeout_s: float = 30.0, session: Any = None) -> None:
-        import requests
-
-        check_name("model", model)
-        self.base_url = base_url.rstrip("/")
-        self.model = model
-        self.timeout_s = timeout_s
-        self.session = session or requests.Session()
-
-    def model_url(self, version: int | None = None) -> str:
-        """`/v1/models/<m>` or `/v1/models/<m>/versions/<v>`."""
-        url = f"{self.base_url}/v1/models/{self.model}"
-        return url if version is None else f"{url}/versions/{int(version)}"
-
-    def version_status(self, version: int | None = None) -> tuple[int, dict[str, Any]]:
-        """(HTTP status, body) of the status call; raises requests' errors when nothing answers."""
-        response = self.session.get(self.model_url(version), timeout=self.timeout_s)
-        return response.status_code, _json_body(response)
-
-    def unreachable(self, timeout_s: float = 5.0) -> str | None:
-        """Why the server does not answer its status call (refused, timed out), or None when it answers."""
-        import requests
-
-        try:
-            self.session.get(self.model_url(), timeout=timeout_s)
-        except requests.RequestException as err:
-            return f"{self.model_url()} does not answer: {type(err).__name__}: {err}"
-        return None
-
-    def predict(
-        self, instances: Any, *, version: int | None = None, signature_name: str = "serving_default"
-    ) -> tuple[int, dict[str, Any]]:
-        """(HTTP status, body) of a row-format predict, pinned to `version` when given."""
-        response = self.session.post(
-            f"{self.model_url(version)}:predict",
-            data=json.dumps({"signature_name": signature_name, "instances": instances}),
-            headers={"Content-Type": "application/json"},
-            timeout=self.timeout_s,
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DeployResult:
+        """Back from `to_dict`."""
+        container = ContainerAction(
+            ContainerChange(data["action"]),
+            data["container_id"],
+            data["name"],
+            data["spec_hash"],
+            data["reason"],
+            tuple(data.get("removed") or ()),
         )
-        return response.status_code, _json_body(response)
-
-    def wait_until_available(
-        self,
-        version: int,
-        *,
-        timeout_s: float,
-        poll_s: float = 0.5,
-        sleep: Callable[[float], None] = time.sleep,
-        check_alive: Callable[[], None] | None = None,
-    ) -> dict[str, Any]:
-        """Poll `/versions/<v>` until AVAILABLE; END with an error raises VersionLoadFailed with its text."""
-        import requests
-
-        deadline = time.monotonic() + timeout_s
-        last = "no answer yet"
-        while True:
-            try:
-                code, body = self.version_status(version)
-            except requests.RequestException as err:  # the container may still be starting
-                code, body, last = 0, {}, f"no answer from {self.base_url}: {type(err).__name__}"
-                if check_alive is not None:
-                    check_alive()
-            if code == 200:
-                entry = next(
-                    (e for e in body.get("model_version_status", []) if str(e.get("version")) == str(version)), None
-                )
-                if entry is not None:
-                    state = entry.get("state")
-                    status = entry.get("status") or {}
-                    if state == "AVAILABLE":
-                        return entry
-                    error_code = status.get("error_code", "OK")
-                    if state == "END" and (error_code != "OK" or status.get("error_message")):
-                        raise VersionLoadFailed(self.model, version, error_code, status.get("error_message", ""))
-                    # END without an error: unloaded; after a rollback it is aspired and loaded again.
-                    last = f"state {state}" + (
-                        " (unloaded: a newer version or the policy wins?)" if state == "END" else ""
-                    )
-            elif code:
-                last = f"HTTP {code}: {body.get('error', body)}"
-            if time.monotonic() >= deadline:
-                raise ServingError(
-                    f"model {self.model!r} version {version} not AVAILABLE at {self.model_url(version)} "
-                    f"after {timeout_s:.0f}s; last seen: {last}"
-                )
-            sleep(poll_s)
-
-    def wait_until_answering(
-        self, *, timeout_s: float, poll_s: float = 0.2, check_alive: Callable[[], None] | None = None
-    ) -> float:
-        """Block until the model's status call answers 200 (the REST port opens after the first load)."""
-        import requests
-
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                if self.version_status()[0] == 200:
-                    return time.monotonic()
-            except requests.RequestException:
-                if check_alive is not None:
-                    check_alive()
-            if time.monotonic() >= deadline:
-                raise ServingError(f"{self.model_url()} did not answer within {timeout_s:.0f}s")
-            time.sleep(poll_s)
-
-
-def _json_body(response: Any) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {"error": response.text[:500]}
-    return body if isinstance(body, dict) else {"error": f"unexpected JSON {str(body)[:200]}"}
+        return cls(
+            data["host"],
+            data["serving_dir"],
+            data["version"],
+            data["image"],
+            data["url"],
+            container,
+            data.get("downtime_s"),
+            data.get("available_after_s"),
+        )

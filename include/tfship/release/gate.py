@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from typing import Any
 
-from tfship.days import day_number
+from tfship.release.serving_dir import ModelVersion
 
 
 @dataclass(frozen=True)
@@ -20,9 +21,14 @@ class GateDecision:
     served_version: int | None
     forced: bool
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready (XCom)."""
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GateDecision:
+        """Back from `to_dict`."""
+        return cls(**data)
 
 
 def newer_day_served(day: dt.date, served_version: int | None) -> str | None:
@@ -31,11 +37,12 @@ def newer_day_served(day: dt.date, served_version: int | None) -> str | None:
     TF Serving's `latest` policy would never load the lower number anyway; publishing it would
     only leave deploy and canary waiting for a version that cannot become AVAILABLE.
     """
-    if served_version is None or day_number(day) >= served_version // 100:
+    served_day = ModelVersion(served_version).day if served_version is not None else None
+    if served_day is None or day >= served_day:
         return None
     return (
         f"day {day.isoformat()} is older than the served version {served_version} "
-        f"(day {served_version // 100}): backfill run, candidate kept in storage, serving untouched"
+        f"(day {served_day.strftime('%Y%m%d')}): backfill run, candidate kept in storage, serving untouched"
     )
 
 
@@ -63,27 +70,12 @@ def decide(
         checks.append("nothing served yet: floor only")
     reason = "; ".join(checks)
     if force and not ok:
-        return GateDecision(True, f"FORCED by force_publish despite: {reason}", candidate_accuracy,
-                            served_accuracy, served_version, True)  # fmt: skip
+        return GateDecision(
+            True,
+            f"FORCED by force_publish despite: {reason}",
+            candidate_accuracy,
+            served_accuracy,
+            served_version,
+            True,
+        )
     return GateDecision(ok, reason, candidate_accuracy, served_accuracy, served_version, False)
-
-
-def served_version_dir(serving_dir: Path) -> tuple[int, Path] | None:
-    """The version TF Serving's `latest` policy serves (the highest numeric directory), or None.
-
-    Publication only renames complete, verified directories into numeric names and logs each in
-    releases.jsonl, so the highest number on disk is the newest release.
-    """
-    if not serving_dir.is_dir():
-        return None
-    versions = {int(p.name): p for p in serving_dir.iterdir() if p.is_dir() and p.name.isdigit()}
-    if not versions:
-        return None
-    newest = max(versions)
-    return newest, versions[newest]
-
-
-def superseded_by(serving_dir: Path, version: int) -> int | None:
-    """The highest version above `version` in the serving directory, if any (the `latest` policy serves it)."""
-    newest = served_version_dir(serving_dir)
-    return newest[0] if newest is not None and newest[0] > version else None

@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from tfship.data.schema import IMAGE_SIDE, NUM_CLASSES
 from tfship.errors import ConfigError
-from tfship.schema import IMAGE_SIDE, NUM_CLASSES
 
 INPUT_NAME = "input_image"
 OUTPUT_NAME = "probabilities"

@@ -14,19 +14,19 @@ import os
 import posixpath
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tfship.data.schema import NUM_CLASSES
 from tfship.days import day_number
 from tfship.errors import TfshipError
-from tfship.features_io import LocalFeatures, make_dataset, parse_records, stage_features
-from tfship.manifest import FileEntry, build_manifest, md5_of_stream, write_manifest
-from tfship.model import HParams, build_model, export_for_serving, load_serving_fn
 from tfship.paths import candidate_dir
-from tfship.schema import NUM_CLASSES
+from tfship.release.manifest import FileEntry, build_manifest, md5_of_stream, write_manifest
 from tfship.storage import Storage
-from tfship.strategy import make_strategy, per_replica_batch
+from tfship.training.features_io import LocalFeatures, make_dataset, parse_records, stage_features
+from tfship.training.model import HParams, build_model, export_for_serving, load_serving_fn
+from tfship.training.strategy import make_strategy, per_replica_batch
 
 CANARY_SIZE = 256
 PROGRESS_FILE = "progress.jsonl"
@@ -57,6 +57,27 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class Candidate:
+    """What `train` hands on: the candidate's path on the storage root, its digest and eval scores."""
+
+    candidate: str
+    candidate_uri: str
+    digest: str
+    reused: bool
+    eval_accuracy: float | None
+    eval_loss: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (XCom)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Candidate:
+        """Back from `to_dict`."""
+        return cls(**{name: data.get(name) for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
 class TrainResult:
     """Where the candidate went and how good it is."""
 
@@ -65,6 +86,17 @@ class TrainResult:
     digest: str
     metrics: dict
     reused: bool
+
+    def summary(self) -> Candidate:
+        """The hand-over for the tasks that follow training."""
+        return Candidate(
+            self.candidate,
+            self.candidate_uri,
+            self.digest,
+            self.reused,
+            self.metrics.get("eval_accuracy"),
+            self.metrics.get("eval_loss"),
+        )
 
 
 def check_trainable(features: LocalFeatures) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tfship.constants import StrategyKind
 from tfship.errors import ConfigError
 
 
@@ -20,7 +21,7 @@ from tfship.errors import ConfigError
 class StrategyPlan:
     """What the factory decided, before any TensorFlow import."""
 
-    kind: str  # "multi_worker", "gpus" or "cpu_replicas"
+    kind: StrategyKind
     replicas_per_worker: int
     workers: int = 1
     task_index: int = 0
@@ -46,8 +47,10 @@ def parse_tf_config(raw: str | None) -> dict | None:
         raise ConfigError(f"TF_CONFIG cluster.worker must be a non-empty list of host:port, got {workers!r}")
     # Worker 0 is the chief here (it exports and uploads); a separate chief role would make two.
     if "chief" in config["cluster"] or task_type == "chief":
-        raise ConfigError("TF_CONFIG with a 'chief' role is not supported: list every host under cluster.worker "
-                          "(worker 0 exports and uploads)")  # fmt: skip
+        raise ConfigError(
+            "TF_CONFIG with a 'chief' role is not supported: list every host under cluster.worker "
+            "(worker 0 exports and uploads)"
+        )
     if task_type != "worker":
         raise ConfigError(f"TF_CONFIG task.type must be 'worker', got {task_type!r}")
     if not 0 <= index < len(workers):
@@ -62,10 +65,10 @@ def plan_strategy(*, replicas: int, gpus: int, tf_config: str | None) -> Strateg
     cluster = parse_tf_config(tf_config)
     if cluster is not None:
         workers = len(cluster["cluster"]["worker"])
-        return StrategyPlan("multi_worker", max(gpus, 1), workers, int(cluster["task"]["index"]))
+        return StrategyPlan(StrategyKind.MULTI_WORKER, max(gpus, 1), workers, int(cluster["task"]["index"]))
     if gpus > 0:
-        return StrategyPlan("gpus", gpus)
-    return StrategyPlan("cpu_replicas", replicas)
+        return StrategyPlan(StrategyKind.GPUS, gpus)
+    return StrategyPlan(StrategyKind.CPU_REPLICAS, replicas)
 
 
 def per_replica_batch(plan: StrategyPlan, global_batch: int) -> int:
@@ -83,9 +86,9 @@ def make_strategy(*, replicas: int, env: Mapping[str, str]) -> tuple[Any, Strate
 
     gpus = tf.config.list_physical_devices("GPU")
     plan = plan_strategy(replicas=replicas, gpus=len(gpus), tf_config=env.get("TF_CONFIG"))
-    if plan.kind == "multi_worker":
+    if plan.kind == StrategyKind.MULTI_WORKER:
         return _keras_multi_worker_strategy(), plan
-    if plan.kind == "gpus":
+    if plan.kind == StrategyKind.GPUS:
         return tf.distribute.MirroredStrategy(), plan
     [cpu] = tf.config.list_physical_devices("CPU")
     try:

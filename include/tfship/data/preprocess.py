@@ -22,80 +22,20 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tfship.datasets import DatasetSpec
-from tfship.errors import TfshipError
+from tfship.data.datasets import DatasetSpec
+from tfship.data.quality import validate_line
+from tfship.data.schema import encode_features, frame_record
+from tfship.data.stats import STATS_FILE, merge_stats
+from tfship.errors import PreprocessError
 from tfship.paths import DEFAULT_RAW_ROOT, SUCCESS_MARKER, features_dir, quarantine_dir, raw_dir
-from tfship.schema import IMAGE_BYTES, NUM_CLASSES, SCHEMA_VERSION, encode_features, frame_record
 from tfship.storage import Storage, open_storage
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-STATS_FILE = "_stats.json"
 TEXT_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
 PARQUET_SUFFIXES = (".parquet",)
 EVAL_BUCKETS = 10_000
-REASONS = (
-    "empty_line",
-    "broken_json",
-    "not_an_object",
-    "missing_id",
-    "label_not_integer",
-    "label_out_of_range",
-    "missing_pixels",
-    "wrong_pixel_count",
-    "non_numeric_pixel",
-    "pixel_out_of_range",
-    "missing_hashed_column",
-    "duplicate_id",
-)
-
-
-class PreprocessError(TfshipError):
-    """The day's partition cannot be turned into features; the message says which file or path."""
-
-
-@dataclass(frozen=True)
-class ValidRow:
-    """A row that passed validation."""
-
-    row_id: str
-    label: int
-    image: bytes
-
-
-def validate_line(line: str) -> tuple[str | None, ValidRow | None]:
-    """(None, row) for a valid line, else (reason, None) with a reason from REASONS."""
-    if not line.strip():
-        return "empty_line", None
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return "broken_json", None
-    if not isinstance(record, dict):
-        return "not_an_object", None
-    row_id = record.get("id")
-    if not isinstance(row_id, str) or not row_id.strip():
-        return "missing_id", None
-    label = record.get("label")
-    if type(label) is not int:
-        return "label_not_integer", None
-    if not 0 <= label < NUM_CLASSES:
-        return "label_out_of_range", None
-    pixels = record.get("pixels")
-    if not isinstance(pixels, list):
-        return "missing_pixels", None
-    if len(pixels) != IMAGE_BYTES:
-        return "wrong_pixel_count", None
-    try:
-        image = bytes(pixels)  # C-speed type and range check of all 784 values at once
-    except TypeError:
-        return "non_numeric_pixel", None
-    except ValueError:
-        return "pixel_out_of_range", None
-    return None, ValidRow(row_id, label, image)
-
-
 # ---- JVM side: DataFrame -> DataFrame ----------------------------------------------------
 
 
@@ -296,33 +236,6 @@ def write_empty_shards(storage: Storage, target: WriteTarget, written: set[str])
 # ---- Driver: the whole day ----------------------------------------------------------------
 
 
-def merge_stats(parts: Sequence[dict], **meta: Any) -> dict:
-    """One `_stats.json` from the per-partition statistics."""
-    quarantined: Counter[str] = Counter()
-    labels: Counter[str] = Counter()
-    shards = []
-    for part in parts:
-        quarantined.update(part["quarantined"])
-        labels.update(part["labels"])
-        shards.extend(part["shards"])
-    shards.sort(key=lambda s: s["path"])
-    written = {split: sum(s["records"] for s in shards if s["split"] == split) for split in ("train", "eval")}
-    rows_read = sum(part["rows_read"] for part in parts)
-    stats = {
-        **meta,
-        "schema_version": SCHEMA_VERSION,
-        "rows_read": rows_read,
-        "rows_written": written,
-        "quarantined": {reason: quarantined[reason] for reason in REASONS if quarantined[reason]},
-        "quarantined_total": sum(quarantined.values()),
-        "label_histogram": {str(label): labels[str(label)] for label in range(NUM_CLASSES)},
-        "shards": shards,
-    }
-    if rows_read != sum(written.values()) + stats["quarantined_total"]:
-        raise PreprocessError(f"row accounting does not balance: {stats}")
-    return stats
-
-
 def _sibling(path: str, suffix: str) -> str:
     head, name = posixpath.split(path)
     return posixpath.join(head, f".{name}.{suffix}")
@@ -434,27 +347,3 @@ def preprocess_day(
     _swap_into_place(storage, quarantine_tmp, final_quarantine)
     _swap_into_place(storage, features_tmp, final_features)
     return stats
-
-
-def read_stats(storage: Storage, dataset: str, day: dt.date) -> dict:
-    """The `_stats.json` of a finished features partition, or a clear error."""
-    directory = features_dir(dataset, day)
-    if not storage.exists(posixpath.join(directory, SUCCESS_MARKER)):
-        raise PreprocessError(f"features partition {storage.uri(directory)} is not complete (no {SUCCESS_MARKER})")
-    with storage.open_read(posixpath.join(directory, STATS_FILE)) as handle:
-        return json.loads(handle.read())
-
-
-def check_stats(stats: dict, *, max_quarantine_share: float) -> dict:
-    """Refuse a partition with no valid rows or too many quarantined ones; return a short summary."""
-    written = sum(stats["rows_written"].values())
-    read = stats["rows_read"]
-    if written == 0:
-        raise PreprocessError(f"features of {stats['dataset']} for {stats['day']} hold zero valid rows (read {read})")
-    share = stats["quarantined_total"] / read if read else 0.0
-    if share > max_quarantine_share:
-        raise PreprocessError(
-            f"{stats['quarantined_total']} of {read} rows ({share:.1%}) of {stats['dataset']} for {stats['day']} "
-            f"were quarantined, over the limit of {max_quarantine_share:.1%}: {stats['quarantined']}"
-        )
-    return {"rows_read": read, "rows_written": stats["rows_written"], "quarantine_share": round(share, 6)}

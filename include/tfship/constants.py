@@ -1,0 +1,114 @@
+"""Every status vocabulary of the project, one Enum each.
+
+`StrEnum`: members compare equal to their plain strings and serialise as them, so JSON files
+(release records, `releases.jsonl`) and XComs keep exactly the words they always had.
+
+Vocabulary used throughout (one name per concept):
+- candidate: a trained model in storage (`models/<m>/candidates/<D>-<digest8>/`) waiting to go out;
+- serving dir: one serving host's TF Serving base path for the model (`<serving_dir>/<version>/`);
+- publication: a candidate copied, verified and renamed into a serving dir as a new version;
+- release: one run's attempt to put its candidate in front of clients on every serving host
+  (publication, deploy, canary per host); its outcome is the run's release record;
+- release log: `<serving_dir>/releases.jsonl`, a host's own account of publications, canaries
+  and rollbacks.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ReleaseStatus(StrEnum):
+    """The outcome of one run's release, over every serving host."""
+
+    RELEASED = "released"
+    HELD = "held"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled back"
+
+
+class HostStatus(StrEnum):
+    """What one run's release did on one serving host."""
+
+    RELEASED = "released"
+    ROLLED_BACK = "rolled back"
+    ROLLBACK_FAILED = "rollback failed"
+    CANARY_FAILED = "canary failed"
+    NOT_PUBLISHED = "not published"
+    NOT_DEPLOYED = "not deployed"
+    NO_CANARY = "no canary"
+    SKIPPED = "skipped"
+    SUPERSEDED = "superseded"  # the host already held a later day's version: left alone
+
+
+class VersionState(StrEnum):
+    """TF Serving's states of one model version (ModelVersionStatus.State)."""
+
+    START = "START"
+    LOADING = "LOADING"
+    AVAILABLE = "AVAILABLE"
+    UNLOADING = "UNLOADING"
+    END = "END"
+
+
+class LogEvent(StrEnum):
+    """Kinds of event lines in a release log (publication lines carry no `event` key)."""
+
+    CANARY = "canary"
+    ROLLBACK = "rollback"
+
+
+class ContainerChange(StrEnum):
+    """What reconciling the serving container did."""
+
+    KEPT = "kept"
+    CREATED = "created"
+    RECREATED = "recreated"
+
+
+class PublishCheck(StrEnum):
+    """The check a publication failed; the first six are permanent (a retry reads the same bytes)."""
+
+    MANIFEST = "manifest"
+    EXISTS = "exists"
+    MD5 = "md5"
+    SIZE = "size"
+    DAY = "day"
+    VERSION = "version"
+    DEADLINE = "deadline"
+    LOCK = "lock"
+    CONNECTION = "connection"
+    TIMEOUT = "timeout"
+
+    @property
+    def permanent(self) -> bool:
+        """True when retrying cannot help: the candidate itself is wrong, not the network."""
+        return self in _PERMANENT_CHECKS
+
+
+_PERMANENT_CHECKS = frozenset(
+    {
+        PublishCheck.MANIFEST,
+        PublishCheck.EXISTS,
+        PublishCheck.MD5,
+        PublishCheck.SIZE,
+        PublishCheck.DAY,
+        PublishCheck.VERSION,
+    }
+)
+
+
+class StrategyKind(StrEnum):
+    """Which tf.distribute strategy a training process uses."""
+
+    MULTI_WORKER = "multi_worker"
+    GPUS = "gpus"
+    CPU_REPLICAS = "cpu_replicas"
+
+
+class VersionPolicy(StrEnum):
+    """TF Serving's model_version_policy choices."""
+
+    LATEST = "latest"
+    ALL = "all"
+    SPECIFIC = "specific"

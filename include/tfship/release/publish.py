@@ -1,0 +1,285 @@
+"""md5-gated publication of a candidate into one serving host's serving dir: the coordination.
+
+The candidate's MANIFEST.json is read first (one small read) and its digest looked up in the
+host's release log: a model already published is never transferred again. Otherwise every file
+is streamed (see `tfship.release.transfer`) into `.staging-<digest>/`, checked against the
+manifest, fsynced, and only then renamed to its version number (see `tfship.release.serving_dir`).
+TF Serving ignores non-numeric names, so it never sees half a model.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tfship.constants import PublishCheck
+from tfship.days import parse_day
+from tfship.errors import ConfigError, TfshipError
+from tfship.release.gate import newer_day_served
+from tfship.release.manifest import MANIFEST_FILE, Manifest
+from tfship.release.serving_dir import LOCK_FILE, LockBusy, ModelVersion, Publication, ServingDir, fsync_dir
+from tfship.release.transfer import Source, Transfer, TransferError, TransferPolicy
+
+log = logging.getLogger(__name__)
+
+
+class SupersededError(TfshipError):
+    """The serving dir already holds a later day's version: publishing an older day would change nothing served."""
+
+
+class PublishError(TfshipError):
+    """A publication failed a check; names the model, day, host, endpoint, file and the check."""
+
+    def __init__(self, check: str, detail: str, *, model: str, day: str, host: str, endpoint: str, file: str) -> None:
+        self.check, self.detail = PublishCheck(check), detail
+        self.model, self.day, self.host, self.endpoint, self.file = model, day, host, endpoint, file
+        super().__init__(
+            f"publishing model {model!r} for day {day} to host {host!r} failed the {self.check} check "
+            f"on file {file!r} from endpoint {endpoint}: {detail}"
+        )
+
+    @property
+    def permanent(self) -> bool:
+        """True when retrying cannot help (the candidate or the target is wrong, not the network)."""
+        return self.check.permanent
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only arguments: rebuild through a helper so the error survives pickling.
+        return _rebuild_publish_error, (str(self.check), self.detail, self.fields())
+
+    def fields(self) -> dict[str, str]:
+        """Model, day, host, endpoint and file, for alerts."""
+        return {"model": self.model, "day": self.day, "host": self.host, "endpoint": self.endpoint, "file": self.file}
+
+
+def _rebuild_publish_error(check: str, detail: str, fields: dict[str, str]) -> PublishError:
+    return PublishError(check, detail, **fields)
+
+
+@dataclass(frozen=True)
+class PublishPolicy(TransferPolicy):
+    """How fast and how persistently to read (TransferPolicy), and how many versions to keep."""
+
+    keep: int = 3
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.keep < 1:
+            raise ConfigError(f"keep={self.keep}: at least the newest version must be kept")
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """What a publication did on one host: the version serving this digest, and whether bytes moved.
+
+    It is what `publish_model` hands to `deploy_serving` (to_dict / from_dict over XCom).
+    """
+
+    host: str
+    serving_dir: str
+    version: int
+    digest: str
+    transferred: bool
+    endpoint: str | None
+    bytes: int
+    seconds: float
+    pruned: tuple[int, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {**asdict(self), "version": int(self.version), "pruned": [int(v) for v in self.pruned]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PublishResult:
+        """Back from `to_dict`."""
+        return cls(**{**data, "pruned": tuple(data.get("pruned") or ())})
+
+
+def publish_candidate(
+    source: Source,
+    candidate: str,
+    serving_dir: str | os.PathLike[str],
+    *,
+    host: str,
+    run_id: str,
+    day: str | dt.date | None = None,
+    policy: PublishPolicy | None = None,
+    rng: random.Random | None = None,
+    logger: logging.Logger | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> PublishResult:
+    """Publish the candidate directory into the host's serving dir; returns its version."""
+    policy = policy or PublishPolicy()
+    if not Path(serving_dir).is_absolute():
+        raise ConfigError(f"serving dir {str(serving_dir)!r} must be an absolute local path")
+    run = _Run(
+        ServingDir(serving_dir),
+        Transfer(
+            source,
+            candidate,
+            policy=policy,
+            rng=rng or random.Random(),
+            logger=logger or log,
+            sleep=sleep,
+        ),
+        host=host,
+        run_id=run_id,
+        policy=policy,
+    )
+    run.target.path.mkdir(parents=True, exist_ok=True)
+    try:
+        with run.target.lock(run.transfer.deadline):
+            run.target.remove_stale_work()
+            return run.publish(day)
+    except LockBusy as err:
+        raise run.error(PublishCheck.LOCK, str(err), LOCK_FILE, endpoint="-") from None
+    except TransferError as err:
+        raise run.error(err.check, err.detail, err.file, err.endpoint) from None
+    finally:
+        run.transfer.close()
+
+
+class _Run:
+    """One publication: the serving dir, the transfer, and what the manifest said (for error messages)."""
+
+    def __init__(self, target: ServingDir, transfer: Transfer, *, host: str, run_id: str, policy: PublishPolicy):
+        self.target, self.transfer, self.host, self.run_id, self.policy = target, transfer, host, run_id, policy
+        self.log = transfer.log
+        self.model, self.day = "?", "?"
+
+    def error(self, check: PublishCheck, detail: str, file: str, endpoint: str | None = None) -> PublishError:
+        return PublishError(
+            check,
+            detail,
+            model=self.model,
+            day=self.day,
+            host=self.host,
+            endpoint=endpoint or self.transfer.endpoint,
+            file=file,
+        )
+
+    def result(self, version: int, digest: str, transferred: bool, size: int = 0, pruned=()) -> PublishResult:
+        endpoint = self.transfer.endpoint if transferred else None
+        seconds = time.monotonic() - self.transfer.started
+        return PublishResult(
+            self.host,
+            str(self.target.path),
+            int(version),
+            digest,
+            transferred,
+            endpoint,
+            size,
+            seconds,
+            tuple(int(v) for v in pruned),
+        )
+
+    def publish(self, day: str | dt.date | None) -> PublishResult:
+        manifest, manifest_bytes = self.transfer.read_manifest()
+        self.model = manifest.model
+        manifest_day = parse_day(manifest.day)
+        self.day = manifest_day.isoformat()
+        if day is not None and (day if isinstance(day, dt.date) else parse_day(str(day))) != manifest_day:
+            detail = f"the task is for day {day} but the manifest says {manifest.day}"
+            raise self.error(PublishCheck.DAY, detail, MANIFEST_FILE)
+
+        release_log = self.target.log
+        publications = release_log.publications()
+        version = release_log.published_version(manifest.digest)
+        if version is not None:
+            self.log.info(
+                "%s digest %s is already published as version %d: nothing to transfer",
+                self.target.path,
+                manifest.digest,
+                version,
+            )
+            return self.result(version, manifest.digest, False)
+        version = self.target.holding(manifest.digest)
+        if version is not None:
+            self.log.info(
+                "already published as version %d (directory in place, release log line missing: added)", version
+            )
+            self.record(manifest, version, "(recovered from the version directory)", 0)
+            return self.result(version, manifest.digest, False)
+
+        newest = self.target.newest()
+        if newer_day_served(manifest_day, newest) is not None:
+            # A backfill that got past the gate while a newer run published: keep the host as it is.
+            raise SupersededError(
+                f"{self.target.path} already holds version {newest} of a later day than {self.day}: "
+                "not publishing an older model (the candidate stays in storage)"
+            )
+        version, transferred = self.stage_and_rename(manifest, manifest_bytes, manifest_day, publications)
+        seconds = time.monotonic() - self.transfer.started
+        self.record(manifest, version, self.transfer.endpoint, transferred, seconds)
+        self.log.info(
+            "published %s as version %d: %d bytes in %.2fs from %s",
+            manifest.digest,
+            version,
+            transferred,
+            seconds,
+            self.transfer.endpoint,
+        )
+        pruned = self.target.prune(self.policy.keep, protect=version)
+        return self.result(version, manifest.digest, True, transferred, pruned)
+
+    def stage_and_rename(
+        self, manifest: Manifest, manifest_bytes: bytes, day: dt.date, publications: list[Publication]
+    ) -> tuple[ModelVersion, int]:
+        """Every file into `.staging-<digest>`, verified and durable, then one rename to the new version."""
+        staging = self.target.staging_dir(manifest.digest)
+        self.log.info(
+            "publishing %s (model %s, day %s, digest %s, %d files, %d bytes) to %s via %s",
+            self.transfer.candidate,
+            manifest.model,
+            self.day,
+            manifest.digest,
+            len(manifest.files),
+            manifest.total_bytes,
+            self.target.path,
+            " then ".join(self.transfer.order),
+        )
+        transferred = 0
+        try:
+            staging.mkdir()
+            for entry in manifest.files:
+                transferred += self.transfer.fetch(entry, staging / entry.path)
+                self.log.info("%s: %d bytes, md5 %s verified", entry.path, entry.size, entry.md5)
+            self.transfer.wait_for_syncs()
+            with open(staging / MANIFEST_FILE, "wb") as handle:
+                handle.write(manifest_bytes)
+                handle.flush()
+                os.fsync(handle.fileno())
+            for directory, _subdirs, _files in os.walk(staging, topdown=False):
+                fsync_dir(Path(directory))
+            version = self.target.allocate(day, publications)
+            os.rename(staging, self.target.version_dir(version))
+            fsync_dir(self.target.path)
+        except BaseException:
+            self.transfer.close()
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return version, transferred
+
+    def record(self, manifest: Manifest, version: int, endpoint: str, size: int, seconds: float = 0.0) -> None:
+        self.target.log.record_publication(
+            Publication(
+                version=int(version),
+                digest=manifest.digest,
+                model=manifest.model,
+                day=self.day,
+                run_id=self.run_id,
+                host=self.host,
+                endpoint=endpoint,
+                bytes=size,
+                seconds=round(seconds, 3),
+                published_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            )
+        )

@@ -1,0 +1,334 @@
+"""Moving a candidate's bytes: endpoints in random order with failover, a token-bucket rate limit,
+and streamed reads whose size and md5 are checked against the manifest while they arrive.
+
+Pure transport: it knows WebHDFS/HttpFS endpoints and local files, not serving dirs or versions.
+Every failure is a `TransferError` naming the check, the endpoint and the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import posixpath
+import random
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from tfship.config import StorageConfig
+from tfship.constants import PublishCheck
+from tfship.errors import ConfigError, StorageError, TfshipError
+from tfship.release.manifest import MANIFEST_FILE, FileEntry, Manifest, ManifestError, parse_manifest
+from tfship.release.serving_dir import fsync_file
+from tfship.storage import LocalStorage, Storage, WebHdfsStorage
+
+UNLIMITED_CHUNK = 4 << 20
+_RETRIABLE_HDFS_EXCEPTIONS = frozenset({"RetriableException", "StandbyException", "SafeModeException"})
+
+log = logging.getLogger(__name__)
+
+
+class TransferError(TfshipError):
+    """A read failed a check; names the check, the endpoint and the file."""
+
+    def __init__(self, check: PublishCheck, detail: str, *, endpoint: str, file: str) -> None:
+        self.check, self.detail, self.endpoint, self.file = PublishCheck(check), detail, endpoint, file
+        super().__init__(f"{file} from {endpoint} failed the {self.check} check: {detail}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild_transfer_error, (str(self.check), self.detail, self.endpoint, self.file)
+
+
+def _rebuild_transfer_error(check: str, detail: str, endpoint: str, file: str) -> TransferError:
+    return TransferError(PublishCheck(check), detail, endpoint=endpoint, file=file)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where candidates are read from (the storage root) and how patiently."""
+
+    storage: StorageConfig
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        scheme = urlparse(self.storage.root_uri).scheme
+        if scheme not in ("file", "hdfs"):
+            raise ConfigError(f"source root {self.storage.root_uri!r} has scheme {scheme!r}: use file:// or hdfs://")
+
+    @property
+    def is_hdfs(self) -> bool:
+        """True for an hdfs:// root (read through its WebHDFS/HttpFS endpoints)."""
+        return urlparse(self.storage.root_uri).scheme == "hdfs"
+
+    def endpoint_names(self) -> tuple[str, ...]:
+        """The endpoints to choose from; a file:// root is its own single endpoint."""
+        return self.storage.webhdfs_endpoints if self.is_hdfs else (self.storage.root_uri,)
+
+    def open(self, endpoint: str) -> Storage:
+        """A storage over the root that speaks to this one endpoint only (failover is ours)."""
+        if not self.is_hdfs:
+            return LocalStorage(self.storage.root_uri)
+        timeout = (self.connect_timeout_s, self.read_timeout_s)
+        return WebHdfsStorage(self.storage.root_uri, [endpoint], self.storage.hdfs_user, timeout=timeout)
+
+
+@dataclass(frozen=True)
+class TransferPolicy:
+    """How fast and how persistently to read."""
+
+    rate_limit_bps: int = 0
+    file_attempts: int = 4
+    backoff_s: float = 1.0
+    backoff_factor: float = 2.0
+    deadline_s: float = 900.0
+
+    def __post_init__(self) -> None:
+        if self.rate_limit_bps < 0:
+            raise ConfigError(f"rate limit {self.rate_limit_bps} B/s must be >= 0 (0 = unlimited)")
+        if self.file_attempts < 1:
+            raise ConfigError(f"file_attempts={self.file_attempts} must be at least 1")
+        if self.deadline_s <= 0 or self.backoff_s < 0 or self.backoff_factor < 1:
+            raise ConfigError("deadline must be positive, backoff >= 0 and backoff factor >= 1")
+
+
+class TokenBucket:
+    """A byte-rate limiter: `take(n)` sleeps just long enough to keep the average at `rate` B/s.
+
+    The bucket starts empty and holds at most `burst` bytes, so short pauses between files
+    (WebHDFS round trips) are made up for, but the long-run rate never exceeds the limit.
+    """
+
+    def __init__(
+        self,
+        rate: int,
+        *,
+        burst: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.rate = rate
+        self.burst = burst if burst is not None else max(64 * 1024, rate // 4)
+        self._clock, self._sleep = clock, sleep
+        self._tokens = 0.0
+        self._last = clock()
+
+    def take(self, amount: int) -> None:
+        """Account for `amount` bytes, sleeping while the bucket is in debt."""
+        if self.rate <= 0:
+            return
+        now = self._clock()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self.rate) - amount
+        self._last = now
+        if self._tokens < 0:
+            self._sleep(-self._tokens / self.rate)
+
+
+def read_chunk_size(rate_limit_bps: int) -> int:
+    """Read size: 4 MiB unlimited (fewer round trips through urllib3); about 1/16 s of bytes when limited."""
+    return UNLIMITED_CHUNK if rate_limit_bps <= 0 else max(4096, min(UNLIMITED_CHUNK, rate_limit_bps // 16))
+
+
+def transient_kind(err: BaseException) -> PublishCheck | None:
+    """TIMEOUT or CONNECTION when another try or endpoint may succeed; None when it cannot."""
+    try:
+        import requests
+        import urllib3
+        from hdfs.util import HdfsError
+    except ImportError:  # file:// only installs
+        requests = urllib3 = HdfsError = None  # type: ignore[assignment]
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, TimeoutError) or (
+            requests is not None and isinstance(seen, requests.exceptions.Timeout | urllib3.exceptions.TimeoutError)
+        ):
+            return PublishCheck.TIMEOUT
+        broken = (
+            requests.exceptions.ConnectionError
+            | requests.exceptions.ChunkedEncodingError
+            | urllib3.exceptions.HTTPError
+            if requests is not None
+            else ()
+        )
+        if isinstance(seen, ConnectionError) or (broken and isinstance(seen, broken)):
+            return PublishCheck.CONNECTION
+        if HdfsError is not None and isinstance(seen, HdfsError) and seen.exception in _RETRIABLE_HDFS_EXCEPTIONS:
+            return PublishCheck.CONNECTION
+        seen = seen.__cause__
+    return None
+
+
+class _Mismatch(Exception):
+    """A file's bytes disagree with the manifest (size or md5)."""
+
+    def __init__(self, check: PublishCheck, detail: str, observed: tuple[str, int]) -> None:
+        super().__init__(detail)
+        self.check, self.detail, self.observed = check, detail, observed
+
+
+class Transfer:
+    """One candidate's transfer: endpoints in a random order, the limiter, the deadline, background fsyncs."""
+
+    def __init__(
+        self,
+        source: Source,
+        candidate: str,
+        *,
+        policy: TransferPolicy,
+        rng: random.Random,
+        logger: logging.Logger,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.source, self.candidate, self.policy = source, candidate.strip("/"), policy
+        self.log, self.sleep = logger, sleep
+        self.order = list(source.endpoint_names())
+        rng.shuffle(self.order)
+        self.current = 0
+        self._storages: dict[str, Storage] = {}
+        self.started = time.monotonic()
+        self.deadline = self.started + policy.deadline_s
+        self.bucket = TokenBucket(policy.rate_limit_bps)
+        self.chunk = read_chunk_size(policy.rate_limit_bps)
+        self.syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tfship-fsync")
+        # Hashing and writing chunk i overlap the network read of chunk i+1 (both release the GIL).
+        self.digester = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tfship-md5")
+        self.syncs: list[Future[None]] = []
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint reads go to now."""
+        return self.order[self.current]
+
+    def _storage(self) -> Storage:
+        if self.endpoint not in self._storages:
+            self._storages[self.endpoint] = self.source.open(self.endpoint)
+        return self._storages[self.endpoint]
+
+    def error(self, check: PublishCheck, detail: str, file: str, endpoint: str | None = None) -> TransferError:
+        """A TransferError at the current (or given) endpoint."""
+        return TransferError(check, detail, endpoint=endpoint or self.endpoint, file=file)
+
+    def check_deadline(self, file: str) -> None:
+        """Raise the deadline check once the transfer ran past its deadline."""
+        if time.monotonic() > self.deadline:
+            detail = f"the publication ran past its {self.policy.deadline_s:.0f}s deadline"
+            raise self.error(PublishCheck.DEADLINE, detail, file)
+
+    def _with_failover(self, file: str, action: Callable[[Storage], Any]) -> Any:
+        """Run `action` against the current endpoint, failing over and backing off on transient errors."""
+        observed: set[tuple[str, int]] = set()
+        last: tuple[PublishCheck, str, str] | None = None
+        attempts = self.policy.file_attempts
+        for attempt in range(1, attempts + 1):
+            self.check_deadline(file)
+            endpoint = self.endpoint
+            try:
+                return action(self._storage())
+            except _Mismatch as mismatch:
+                # Two reads with the same wrong bytes: the source differs from its manifest.
+                if mismatch.observed in observed:
+                    detail = (
+                        f"{mismatch.detail}; a second read gave the same bytes: the source differs from its manifest"
+                    )
+                    raise self.error(mismatch.check, detail, file, endpoint) from None
+                observed.add(mismatch.observed)
+                last = (mismatch.check, mismatch.detail, endpoint)
+                self.log.warning("%s from %s: %s; reading it again", file, endpoint, mismatch.detail)
+            except Exception as err:  # classified right below, re-raised unless transient
+                kind = transient_kind(err)
+                if kind is None:
+                    raise
+                last = (kind, f"{type(err).__name__}: {err}", endpoint)
+                self.current = (self.current + 1) % len(self.order)
+                self.log.warning(
+                    "%s from %s failed (%s, attempt %d of %d): %s; next endpoint %s",
+                    *(file, endpoint, kind, attempt, attempts, err, self.endpoint),
+                )
+            if attempt < attempts:
+                pause = self.policy.backoff_s * self.policy.backoff_factor ** (attempt - 1)
+                self.sleep(max(0.0, min(pause, self.deadline - time.monotonic())))
+        assert last is not None
+        check, detail, endpoint = last
+        raise self.error(check, f"gave up after {attempts} attempts; last: {detail}", file, endpoint)
+
+    def read_manifest(self) -> tuple[Manifest, bytes]:
+        """The candidate's manifest (one small read) and its exact bytes."""
+        path = posixpath.join(self.candidate, MANIFEST_FILE)
+
+        def read(storage: Storage) -> tuple[Manifest, bytes]:
+            if not storage.exists(path):
+                detail = f"{storage.uri(path)} does not exist: the candidate is incomplete"
+                raise self.error(PublishCheck.MANIFEST, detail, path)
+            with storage.open_read(path) as handle:
+                raw = handle.read()
+            return parse_manifest(raw.decode("utf-8"), storage.uri(path)), raw
+
+        try:
+            return self._with_failover(MANIFEST_FILE, read)
+        except (ManifestError, UnicodeDecodeError) as err:
+            raise self.error(PublishCheck.MANIFEST, str(err), MANIFEST_FILE) from None
+
+    def fetch(self, entry: FileEntry, destination: Path) -> int:
+        """Stream one file to `destination` through the limiter, checking its size and md5; fsync in the background."""
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        source_path = posixpath.join(self.candidate, entry.path)
+
+        def download(storage: Storage) -> int:
+            md5, size = hashlib.md5(), 0
+            with contextlib.ExitStack() as opened:
+                try:
+                    reader = opened.enter_context(storage.open_read(source_path))
+                except StorageError as err:
+                    # Only on failure: one more round trip to tell a missing file from a broken link.
+                    if transient_kind(err) is None and not storage.exists(source_path):
+                        missing = f"{storage.uri(source_path)} is listed in the manifest but missing"
+                        raise self.error(PublishCheck.EXISTS, missing, entry.path) from None
+                    raise
+                out = opened.enter_context(open(destination, "wb"))
+
+                def consume(data: bytes) -> None:
+                    md5.update(data)
+                    out.write(data)
+
+                pending: Future[None] | None = None
+                try:
+                    while chunk := reader.read(self.chunk):
+                        size += len(chunk)
+                        if size > entry.size:
+                            too_long = f"more than the {entry.size} bytes the manifest lists"
+                            raise _Mismatch(PublishCheck.SIZE, too_long, ("", -1))
+                        if pending is not None:
+                            pending.result()
+                        pending = self.digester.submit(consume, chunk)
+                        self.bucket.take(len(chunk))
+                        self.check_deadline(entry.path)
+                finally:
+                    if pending is not None:
+                        pending.result()  # before the file closes, also when reading failed
+            if size != entry.size:
+                detail = f"{size} bytes arrived, the manifest lists {entry.size}"
+                raise _Mismatch(PublishCheck.SIZE, detail, ("", size))
+            if md5.hexdigest() != entry.md5:
+                detail = f"md5 {md5.hexdigest()} of the bytes read, the manifest lists {entry.md5}"
+                raise _Mismatch(PublishCheck.MD5, detail, (md5.hexdigest(), size))
+            # fsync in the background while the next file streams; all are awaited before the rename.
+            self.syncs.append(self.syncer.submit(fsync_file, destination))
+            return size
+
+        return self._with_failover(entry.path, download)
+
+    def wait_for_syncs(self) -> None:
+        """Block until every file written so far is durable (raises the first fsync error)."""
+        for pending in self.syncs:
+            pending.result()
+        self.syncs.clear()
+
+    def close(self) -> None:
+        """Stop the background threads (after their queued work)."""
+        self.syncer.shutdown(wait=True)
+        self.digester.shutdown(wait=True)
