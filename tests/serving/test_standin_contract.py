@@ -64,7 +64,7 @@ def test_flags_bad_value_exits_255_and_unknown_flag_only_warns(tmp_path: Path) -
     assert done.returncode == 255
     assert "rest_api_port" in done.stderr
 
-    from serving_standin.server import parse_flags
+    from serving_standin.flags import parse_flags
 
     warnings: list[str] = []
     flags = parse_flags(["--rest_api_port=1", "--fle_system_poll_wait_seconds=5", "--rest_api_port=2"], warnings.append)
