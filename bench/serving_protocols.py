@@ -198,8 +198,10 @@ def main(argv: list[str] | None = None) -> int:
             if protocol != "grpc":
                 continue
             rest = results[("rest", rows, clients)]
-            print(f"rows={rows:<3} clients={clients:<3} p50 x{cell['p50_ms'] / rest['p50_ms']:.2f} "
-                  f"p99 x{cell['p99_ms'] / rest['p99_ms']:.2f} req/s x{cell['rps'] / max(rest['rps'], 1e-9):.2f}")
+            print(
+                f"rows={rows:<3} clients={clients:<3} p50 x{cell['p50_ms'] / rest['p50_ms']:.2f} "
+                f"p99 x{cell['p99_ms'] / rest['p99_ms']:.2f} req/s x{cell['rps'] / max(rest['rps'], 1e-9):.2f}"
+            )
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Model state: version discovery, load before unload, version policies, labels and statuses.
+"""Model state: version discovery, loads (with retries and warmup) off the polling thread, load before
+unload, version policies and statuses.
 
 TensorFlow is imported only when first needed, so importing the stand-in stays light.
 """
@@ -11,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +81,7 @@ class Servable:
     error_code: str = "OK"
     error_message: str = ""
     signatures: dict[str, Any] = field(default_factory=dict)
+    signature_defs: dict[str, Any] = field(default_factory=dict)  # SignatureDef protos, for gRPC metadata
     loaded: Any = None
 
     def status(self) -> dict[str, Any]:
@@ -90,34 +93,92 @@ class Servable:
         }
 
 
-def load_savedmodel(path: str, tags: list[str]) -> tuple[Any, dict[str, Any]]:
-    """Load a SavedModel and its serving signatures (raises what TensorFlow raises)."""
+@dataclass(frozen=True)
+class Loaded:
+    """What a SavedModel load gives: the object (kept alive), its functions and its SignatureDefs."""
+
+    obj: Any
+    signatures: dict[str, Any]
+    signature_defs: dict[str, Any]
+
+
+def load_savedmodel(path: str, tags: list[str]) -> Loaded:
+    """Load a SavedModel, its serving functions and the SignatureDefs of its meta graph (raises what TF raises)."""
     tf = _tf()
+    from tensorflow.python.saved_model import loader_impl
+
     loaded = tf.saved_model.load(path, tags=tags)
     signatures = dict(loaded.signatures)
     if not signatures:
         raise ServingError("FAILED_PRECONDITION", f"the SavedModel in {path} has no signatures")
-    return loaded, signatures
+    graphs = loader_impl.parse_saved_model(path).meta_graphs
+    graph = next((g for g in graphs if set(g.meta_info_def.tags) == set(tags)), graphs[0])
+    return Loaded(loaded, signatures, dict(graph.signature_def))
+
+
+class LoadQueue:
+    """Where loads run, like the real manager's load executor (shared by every model).
+
+    `num_load_threads` 0 (the default after start-up) runs loads one at a time in order, as the real
+    AspiredVersionsManager does on its own thread: a version in its retries holds up later loads,
+    never polling, status or predictions. N > 0 runs N loads at once. Start-up uses
+    num_initial_load_threads (4 per CPU), as ServerCore does.
+    """
+
+    def __init__(self, threads: int) -> None:
+        self._lock = threading.Lock()
+        self._pool = self._make(threads)
+
+    @staticmethod
+    def _make(threads: int) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="load")
+
+    def set_threads(self, threads: int) -> None:
+        """Later loads use `threads`; loads already queued finish where they are."""
+        with self._lock:
+            old, self._pool = self._pool, self._make(threads)
+        old.shutdown(wait=False)
+
+    def submit(self, job: Callable[[], None]) -> None:
+        """Run `job` on a load thread; its exceptions are logged, never lost."""
+
+        def run() -> None:
+            try:
+                job()
+            except Exception as err:  # noqa: BLE001 - a load thread must log, not die silently
+                log(f"ERROR: load job failed: {type(err).__name__}: {err}")
+
+        with self._lock:
+            self._pool.submit(run)
+
+
+Warmup = Callable[[str, Servable], None]
 
 
 class ModelManager:
-    """Polls one model's base path and keeps the aspired versions loaded (load before unload)."""
+    """Polls one model's base path; aspired versions load on the LoadQueue; load before unload."""
 
     def __init__(
         self,
         config: ModelConfig,
         *,
+        loads: LoadQueue,
         max_load_retries: int,
         load_retry_interval_s: float,
         tags: list[str],
-        loader: Callable[[str, list[str]], tuple[Any, dict[str, Any]]] = load_savedmodel,
+        loader: Callable[[str, list[str]], Loaded] = load_savedmodel,
+        warmup: Warmup | None = None,
     ) -> None:
         self.config = config
+        self.loads = loads
         self.max_load_retries = max(0, max_load_retries)
-        self.load_retry_interval_s = load_retry_interval_s
+        self.load_retry_interval_s = max(0.0, load_retry_interval_s)
         self.tags = tags
         self.loader = loader
+        self.warmup = warmup
         self.servables: dict[int, Servable] = {}
+        self.retired = False  # removed from the model config: nothing is aspired any more
+        self._aspired: set[int] = set()
         self._paths: dict[int, str] = {}
         self.lock = threading.Lock()
 
@@ -141,39 +202,60 @@ class ModelManager:
         return sorted(found)
 
     def poll(self) -> None:
-        """One pass: load what the policy aspires and is not loaded, then unload the rest."""
-        on_disk = self.versions_on_disk()
-        if on_disk is None:
-            return
-        aspired = self.config.policy.aspired(on_disk)
-        for version in sorted(aspired, reverse=True):
-            with self.lock:
+        """One pass: queue loads of aspired versions not loaded, then unload what is no longer aspired."""
+        if self.retired:
+            aspired: list[int] = []
+        else:
+            on_disk = self.versions_on_disk()
+            if on_disk is None:
+                return
+            aspired = self.config.policy.aspired(on_disk)
+        queued = []
+        with self.lock:
+            self._aspired = set(aspired)
+            for version in sorted(aspired, reverse=True):
                 current = self.servables.get(version)
                 # A version that failed stays END with its error; an unloaded one may come back.
                 if current is not None and (current.state != "END" or current.error_code != "OK"):
                     continue
-                servable = Servable(version, self._paths[version])
-                self.servables[version] = servable
-            self._load(servable)
+                self.servables[version] = Servable(version, self._paths[version])
+                queued.append(self.servables[version])
+        for servable in queued:
+            self.loads.submit(lambda servable=servable: self._load(servable))
+        self.settle()
+
+    def settle(self) -> None:
+        """Unload versions no longer aspired, once an aspired version serves (or nothing is aspired)."""
         with self.lock:
+            aspired = self._aspired
             serving_aspired = any(self.servables[v].state == "AVAILABLE" for v in aspired if v in self.servables)
+            if not (serving_aspired or not aspired):
+                return
             leaving = [s for v, s in self.servables.items() if s.state == "AVAILABLE" and v not in aspired]
-        # Availability first: keep old versions until an aspired one serves (or nothing is aspired).
-        if serving_aspired or not aspired:
-            for servable in leaving:
-                self._unload(servable)
+            for servable in leaving:  # claimed here, so two settles never unload the same version
+                servable.state = "UNLOADING"
+        for servable in leaving:
+            self._unload(servable)
 
     def _load(self, servable: Servable) -> None:
-        servable.state = "LOADING"
+        with self.lock:
+            servable.state = "LOADING"
         log(f"loading servable version {{name: {self.name} version: {servable.version}}} from {servable.path}")
         for attempt in range(self.max_load_retries + 1):
             try:
-                loaded, signatures = self.loader(servable.path, self.tags)
-            except Exception as err:  # noqa: BLE001 - any failure of TensorFlow's loader is a failed load
+                loaded = self.loader(servable.path, self.tags)
+                servable.signatures, servable.signature_defs = loaded.signatures, loaded.signature_defs
+                if self.warmup is not None:  # still LOADING: no request can reach it yet
+                    self.warmup(servable.path, servable)
+            except Exception as err:  # noqa: BLE001 - any failure of the loader or the warmup is a failed load
                 code = status_code(err)
-                message = f"{type(err).__name__}: {err}".strip()
-                if attempt < self.max_load_retries:
-                    log(f"load of version {servable.version} failed ({message}); retry {attempt + 1}")
+                message = getattr(err, "message", None) or f"{type(err).__name__}: {err}".strip()
+                with self.lock:
+                    servable.signatures, servable.signature_defs = {}, {}
+                    still_aspired = servable.version in self._aspired
+                if attempt < self.max_load_retries and still_aspired:
+                    log(f"load of version {servable.version} of model {self.name} failed ({message}); "
+                        f"retry {attempt + 1} of {self.max_load_retries}")  # fmt: skip
                     time.sleep(self.load_retry_interval_s)
                     continue
                 with self.lock:
@@ -181,18 +263,17 @@ class ModelManager:
                 log(f"failed to load servable version {{name: {self.name} version: {servable.version}}}: {message}")
                 return
             with self.lock:
-                servable.loaded, servable.signatures = loaded, signatures
+                servable.loaded = loaded.obj
                 servable.state = "AVAILABLE"
             log(f"successfully loaded servable version {{name: {self.name} version: {servable.version}}}")
+            self.settle()
             return
 
     def _unload(self, servable: Servable) -> None:
-        with self.lock:
-            servable.state = "UNLOADING"
         log(f"unloading servable version {{name: {self.name} version: {servable.version}}}")
         # Requests in flight hold their own reference to the signature function and finish.
         with self.lock:
-            servable.loaded, servable.signatures = None, {}
+            servable.loaded, servable.signatures, servable.signature_defs = None, {}, {}
             servable.state = "END"
         log(f"done unloading servable version {{name: {self.name} version: {servable.version}}}")
 
@@ -201,13 +282,18 @@ class ModelManager:
         with self.lock:
             return any(s.state == "AVAILABLE" for s in self.servables.values())
 
+    def version_states(self) -> dict[int, str]:
+        """Version -> state, for the label rule."""
+        with self.lock:
+            return {v: s.state for v, s in self.servables.items()}
+
     def all_failed(self) -> str | None:
         """The error when every version found failed to load and none serves (start-up cannot finish)."""
         with self.lock:
             if not self.servables or any(s.state != "END" or s.error_code == "OK" for s in self.servables.values()):
                 return None
             newest = max(self.servables.values(), key=lambda s: s.version)
-            return newest.error_message
+            return f"{{name: {self.name} version: {newest.version}}} due to error: {newest.error_message}"
 
     def statuses(self, version: int | None) -> list[dict[str, Any]]:
         """Newest first; raises NOT_FOUND like the real status call."""
@@ -220,13 +306,9 @@ class ModelManager:
                 raise ServingError("NOT_FOUND", f"Could not find any versions of model {self.name}")
             return [self.servables[v].status() for v in sorted(self.servables, reverse=True)]
 
-    def resolve(self, version: int | None, label: str | None, allow_unavailable_labels: bool) -> Servable:
-        """The servable a request names: latest AVAILABLE, a pinned version, or a label."""
+    def servable(self, version: int | None) -> Servable:
+        """The latest AVAILABLE version, or the given one if AVAILABLE; else the real NOT_FOUND text."""
         with self.lock:
-            if label is not None:
-                if label not in self.config.labels:
-                    raise ServingError("INVALID_ARGUMENT", f"Unrecognized servable version label: {label}")
-                version = self.config.labels[label]
             if version is None:
                 available = [v for v, s in self.servables.items() if s.state == "AVAILABLE"]
                 if not available:
@@ -236,19 +318,3 @@ class ModelManager:
             if servable is None or servable.state != "AVAILABLE":
                 raise ServingError("NOT_FOUND", f"Servable not found for request: Specific({self.name}, {version})")
             return servable
-
-
-class ServingState:
-    """Everything the REST handlers read: the managers by model name and a few flags."""
-
-    def __init__(self, managers: dict[str, ModelManager], allow_unavailable_labels: bool) -> None:
-        self.managers = managers
-        self.allow_unavailable_labels = allow_unavailable_labels
-
-    def manager(self, model: str, *, for_status: bool) -> ModelManager:
-        """The model's manager, or the real server's NOT_FOUND text."""
-        if model not in self.managers:
-            if for_status:
-                raise ServingError("NOT_FOUND", f"Could not find any versions of model {model}")
-            raise ServingError("NOT_FOUND", f"Servable not found for request: Latest({model})")
-        return self.managers[model]

@@ -1,13 +1,19 @@
-"""The REST API: paths, HTTP status codes and `{"error": ...}` bodies over a ServingState."""
+"""The REST API: paths, HTTP status codes and `{"error": ...}` bodies over the ServingCore.
+
+A thread per connection (keep-alive clients each hold one), a deep listen backlog and no Nagle
+delay: the headers and body of an answer leave in one write.
+"""
 
 from __future__ import annotations
 
 import json
 import re
+import socket
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from serving_standin.models import ServingError, ServingState, status_code
+from serving_standin.core import ServingCore
+from serving_standin.models import ServingError, status_code
 from serving_standin.tensors import metadata, predict
 
 _ROUTE = re.compile(
@@ -28,7 +34,7 @@ HTTP_STATUS = {
 }
 
 
-def make_handler(state: ServingState) -> type[BaseHTTPRequestHandler]:
+def make_handler(core: ServingCore) -> type[BaseHTTPRequestHandler]:
     """The request handler class bound to the serving state."""
 
     class Handler(BaseHTTPRequestHandler):
@@ -43,8 +49,9 @@ def make_handler(state: ServingState) -> type[BaseHTTPRequestHandler]:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            # One write for headers and body: two small writes meet Nagle and delayed ACKs (40 ms stalls).
+            self._headers_buffer.append(b"\r\n" + body)
+            self.flush_headers()
 
         def _error(self, code: str, message: str) -> None:
             self._send(HTTP_STATUS.get(code, 500), {"error": message})
@@ -69,12 +76,10 @@ def make_handler(state: ServingState) -> type[BaseHTTPRequestHandler]:
             try:
                 version = int(match["version"]) if match["version"] else None
                 if match["tail"] is None:
-                    manager = state.manager(match["model"], for_status=True)
-                    self._send(200, {"model_version_status": manager.statuses(version)})
+                    self._send(200, {"model_version_status": core.statuses(match["model"], version)})
                     return
-                manager = state.manager(match["model"], for_status=False)
-                servable = manager.resolve(version, match["label"], state.allow_unavailable_labels)
-                self._send(200, metadata(manager.name, servable))
+                servable = core.resolve(match["model"], version, match["label"])
+                self._send(200, metadata(match["model"], servable))
             except ServingError as err:
                 self._error(err.code, err.message)
 
@@ -95,12 +100,11 @@ def make_handler(state: ServingState) -> type[BaseHTTPRequestHandler]:
                 self._error("INVALID_ARGUMENT", f"JSON Parse error: {err}")
                 return
             try:
-                manager = state.manager(match["model"], for_status=False)
                 version = int(match["version"]) if match["version"] else None
-                servable = manager.resolve(version, match["label"], state.allow_unavailable_labels)
+                servable = core.resolve(match["model"], version, match["label"])
                 if match["tail"] != ":predict":
                     raise ServingError("UNIMPLEMENTED", f"{match['tail'][1:]} is not served by the stand-in")
-                self._send(200, predict(servable, body))
+                self._send(200, core.run_predict(lambda: predict(servable, body)))
             except ServingError as err:
                 self._error(err.code, err.message)
             except Exception as err:  # noqa: BLE001 - TensorFlow's own errors carry their status code
@@ -109,8 +113,18 @@ def make_handler(state: ServingState) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def make_server(port: int, state: ServingState) -> ThreadingHTTPServer:
-    """The REST server on every interface; handler threads never hold up exit."""
-    server = ThreadingHTTPServer(("0.0.0.0", port), make_handler(state))
-    server.daemon_threads = True
-    return server
+class RestServer(ThreadingHTTPServer):
+    """A thread per connection; a listen backlog for bursts of clients (the default of 5 drops SYNs)."""
+
+    daemon_threads = True  # handler threads never hold up exit
+    request_queue_size = 1024
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        connection, address = super().get_request()
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return connection, address
+
+
+def make_server(port: int, core: ServingCore) -> RestServer:
+    """The REST server on every interface."""
+    return RestServer(("0.0.0.0", port), make_handler(core))

@@ -1,23 +1,28 @@
-"""A TF-Serving-compatible REST server for SavedModels, for machines where tensorflow/serving cannot be pulled.
+"""A TF-Serving-compatible server for SavedModels, for machines where tensorflow/serving cannot be pulled.
 
-It follows TFSERVING_CONTRACT.md. This module is the `tensorflow_model_server` entry point: flags,
-model configs, one manager per model, the start-up wait (the REST port stays closed until every
-model has a version loaded), the file-system poller and the REST server. gRPC (`--port`) is
-parsed but not served: this project speaks REST only.
+It follows TFSERVING_CONTRACT.md and TF Serving 2.20's Server::BuildAndStart. This module is the
+`tensorflow_model_server` entry point: flags, the first model config (its version labels checked
+before any model loads, as ServerCore::Create does), the file-system poller, the start-up wait (no
+port opens until every model has a version loaded), the model-config poller, gRPC on `--port` and
+REST on `--rest_api_port`.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
-import time
+from collections.abc import Callable
 from typing import Any
 
+from serving_standin.core import ServingCore
 from serving_standin.flags import EXIT_BAD_FLAG, FlagError, parse_flags
 from serving_standin.model_config import ModelConfig, VersionPolicy, parse_model_config
-from serving_standin.models import ModelManager, ServingState, log
+from serving_standin.models import LoadQueue, ModelManager, Servable, ServingError, log
 from serving_standin.rest import make_server
+
+NUM_INITIAL_LOAD_THREADS = 4 * (os.cpu_count() or 1)  # ServerCore::Options' default
 
 
 def model_configs(flags: dict[str, Any]) -> list[ModelConfig]:
@@ -26,44 +31,76 @@ def model_configs(flags: dict[str, Any]) -> list[ModelConfig]:
         with open(flags["model_config_file"], encoding="utf-8") as handle:
             return parse_model_config(handle.read())
     if not flags["model_base_path"]:
-        raise ValueError("neither --model_config_file nor --model_base_path is set")
+        raise ValueError("Both server_options.model_base_path and server_options.model_config_file are empty!")
     return [ModelConfig(flags["model_name"], flags["model_base_path"].rstrip("/") or "/", VersionPolicy())]
 
 
-def _wait_for_first_versions(managers: dict[str, ModelManager], poll_wait: int) -> bool:
-    """Poll until every model serves a version; False when one cannot load anything."""
-    log(f"waiting for a loaded version of {', '.join(sorted(managers))}; the REST port stays closed until then")
-    while True:
-        for manager in managers.values():
-            if not manager.has_available():
-                manager.poll()
-        if all(manager.has_available() for manager in managers.values()):
-            return True
-        for manager in managers.values():
-            error = manager.all_failed()
-            if error:
-                log(f"ERROR: model {manager.name} failed to load at start-up: {error}")
-                return False
-        time.sleep(max(poll_wait, 1))
+def _every(seconds: int, name: str, work: Callable[[], None]) -> None:
+    """A daemon thread running `work` every `seconds` (PeriodicFunction)."""
+
+    def loop() -> None:
+        while not stop.wait(seconds):
+            work()
+
+    stop = threading.Event()
+    threading.Thread(target=loop, name=name, daemon=True).start()
 
 
-def _start_poller(managers: dict[str, ModelManager], poll_wait: int) -> None:
-    """A daemon thread that polls every model's base path every `poll_wait` seconds."""
+def _config_poll(core: ServingCore, path: str) -> Callable[[], None]:
+    """Server::PollFilesystemAndReloadConfig: read the file, apply it, log (never raise) a failure."""
 
-    def keep_polling() -> None:
-        while True:
-            time.sleep(poll_wait)
-            for manager in managers.values():
-                try:
-                    manager.poll()
-                except Exception as err:  # noqa: BLE001 - a poll must never kill the poller
-                    log(f"poll of model {manager.name} failed: {err}")
+    def poll() -> None:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError as err:
+            log(f"ERROR: Failed to read ModelServerConfig file: {err}")
+            return
+        try:
+            core.reload_config_text(text)
+        except ServingError as err:
+            log(f"ERROR: PollFilesystemAndReloadConfig failed to ReloadConfig: {err.message}")
 
-    threading.Thread(target=keep_polling, name="file-system-poll", daemon=True).start()
+    return poll
+
+
+def build_core(flags: dict[str, Any], loads: LoadQueue) -> ServingCore:
+    """The ServingCore with managers that load, retry and warm up as the flags say."""
+    tags = [tag for tag in flags["saved_model_tags"].split(",") if tag]
+    iterations = flags["num_request_iterations_for_warmup"]
+
+    def make_manager(config: ModelConfig) -> ModelManager:
+        warmup: Callable[[str, Servable], None] | None = None
+        if flags["enable_model_warmup"]:
+            from serving_standin.warmup import run_warmup
+
+            def warmup(path: str, servable: Servable) -> None:
+                run_warmup(config.name, path, servable, iterations)
+
+        return ModelManager(
+            config,
+            loads=loads,
+            max_load_retries=flags["max_num_load_retries"],
+            load_retry_interval_s=flags["load_retry_interval_micros"] / 1e6,
+            tags=tags,
+            warmup=warmup,
+        )
+
+    return ServingCore(
+        make_manager,
+        allow_unavailable_labels=flags["allow_version_labels_for_unavailable_models"],
+        predict_threads=flags["rest_api_num_threads"],
+        predict_timeout_ms=flags["rest_api_timeout_in_ms"],
+    )
+
+
+def _fail(error: ServingError) -> int:
+    log(f"Failed to start server. Error: {error.code}: {error.message}")
+    return EXIT_BAD_FLAG  # main() returns -1
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse flags, load every model's first version, then open the REST port and keep polling."""
+    """Flags, first config, start-up wait, pollers, then gRPC and REST."""
     # Like the real binary: SIGTERM does nothing, `docker stop` ends in SIGKILL.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
@@ -74,30 +111,45 @@ def main(argv: list[str] | None = None) -> int:
     try:
         configs = model_configs(flags)
     except (OSError, ValueError) as err:
-        log(f"ERROR: invalid model config: {err}")
-        return 1
-    if not flags["rest_api_port"]:
-        log("WARNING: --rest_api_port is 0: no REST API (the stand-in serves REST only)")
-    managers = {
-        config.name: ModelManager(
-            config,
-            max_load_retries=flags["max_num_load_retries"],
-            load_retry_interval_s=flags["load_retry_interval_micros"] / 1e6,
-            tags=[tag for tag in flags["saved_model_tags"].split(",") if tag],
-        )
-        for config in configs
-    }
+        return _fail(ServingError("INVALID_ARGUMENT", str(err)))
+    if flags["monitoring_config_file"]:
+        log("WARNING: --monitoring_config_file: the stand-in exports no Prometheus metrics")
+    loads = LoadQueue(NUM_INITIAL_LOAD_THREADS)
+    core = build_core(flags, loads)
+    try:
+        core.reload_config(configs)  # labels are checked before any version loads, as ServerCore::Create
+    except ServingError as err:
+        return _fail(err)
     poll_wait = flags["file_system_poll_wait_seconds"]
-    if not _wait_for_first_versions(managers, poll_wait):
-        return 1
-    if poll_wait > 0:
-        _start_poller(managers, poll_wait)
+    if poll_wait > 0:  # 0: the first poll only; negative: none after it (the real flag's meaning)
+        _every(poll_wait, "file-system-poll", core.poll_all)
+    models = ", ".join(sorted(core.managers))
+    log(f"waiting for a loaded version of {models}; the REST port stays closed until then (the gRPC port too)")
+    try:
+        core.wait_until_available(sorted(core.managers))
+    except ServingError as err:
+        return _fail(err)
+    loads.set_threads(flags["num_load_threads"])
+    config_poll_wait = flags["model_config_file_poll_wait_seconds"]
+    if flags["model_config_file"] and config_poll_wait > 0:
+        _every(config_poll_wait, "model-config-poll", _config_poll(core, flags["model_config_file"]))
+    grpc_server = None  # kept referenced: a collected grpc.Server stops serving
+    if flags["port"]:
+        from serving_standin.grpc_api import start_grpc_server
+
+        try:
+            grpc_server = start_grpc_server(core, flags["port"], flags["grpc_max_threads"])
+        except (ServingError, RuntimeError) as err:
+            return _fail(ServingError("INVALID_ARGUMENT", f"Failed to BuildAndStart gRPC server: {err}"))
     if not flags["rest_api_port"]:
         threading.Event().wait()
-    state = ServingState(managers, flags["allow_version_labels_for_unavailable_models"])
-    server = make_server(flags["rest_api_port"], state)
+    if flags["rest_api_port"] == flags["port"]:
+        log("ERROR: server_options.http_port cannot be same as grpc_port. Skipped exporting HTTP/REST API.")
+        threading.Event().wait()
+    server = make_server(flags["rest_api_port"], core)
     log(f"Exporting HTTP/REST API at:localhost:{flags['rest_api_port']} ...")
     server.serve_forever()
+    del grpc_server
     return 0
 
 
