@@ -6,6 +6,7 @@ TensorFlow is imported only when first needed, so importing the stand-in stays l
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import sys
@@ -265,6 +266,9 @@ class ModelManager:
             with self.lock:
                 servable.loaded = loaded.obj
                 servable.state = "AVAILABLE"
+            # TensorFlow and a loaded model are ~450k tracked objects: a full GC pass over them stalls
+            # every request for 0.3-0.7 s while JSON decoding allocates. Frozen, they are never scanned.
+            gc.freeze()
             log(f"successfully loaded servable version {{name: {self.name} version: {servable.version}}}")
             self.settle()
             return
@@ -275,6 +279,10 @@ class ModelManager:
         with self.lock:
             servable.loaded, servable.signatures, servable.signature_defs = None, {}, {}
             servable.state = "END"
+        # The unloaded model's cycles are frozen too: collect them once here, then freeze the rest again.
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
         log(f"done unloading servable version {{name: {self.name} version: {servable.version}}}")
 
     def has_available(self) -> bool:
