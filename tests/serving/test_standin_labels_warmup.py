@@ -188,3 +188,17 @@ def test_warmup_replayed_before_available_and_bad_records_fail_the_load(start_st
     assert garbage["error_message"].endswith("Please verify your warmup data is in TFRecord format.")
     assert requests.post(f"{url}/v1/models/{MODEL}:predict", json={"signature_name": "calls", "instances": [0.0]},
                          timeout=30).json() == {"predictions": [6]}  # fmt: skip
+
+
+def test_file_system_poll_wait_zero_polls_once(start_standin, tmp_path: Path, model_store) -> None:
+    import socket
+
+    base = tmp_path / "models" / MODEL
+    base.mkdir(parents=True)
+    server = start_standin("--model_name=digits", f"--model_base_path={base}", "--file_system_poll_wait_seconds=0")
+    server.wait_for_output("REST port stays closed")
+    publish_copy(model_store["good"], base, 1)
+    time.sleep(5)  # with periodic polls (the old stand-in polled every second even at 0) it would load now
+    assert "loading servable version" not in server.output()
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", server.rest_port)) != 0
