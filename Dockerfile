@@ -7,5 +7,8 @@ RUN apt-get update \
 ENV JAVA_HOME=/usr/lib/jvm/java-17-openjdk-amd64
 USER airflow
 COPY requirements.txt constraints.txt /tmp/
-RUN grep -v '^apache-airflow==' /tmp/requirements.txt > /tmp/requirements-image.txt \
- && pip install --no-cache-dir -r /tmp/requirements-image.txt -c /tmp/constraints.txt
+# tensorflow-serving-api goes in without its `tensorflow` requirement (tensorflow-cpu provides it;
+# pip has no overrides.txt).
+RUN grep -v -e '^apache-airflow==' -e '^tensorflow-serving-api==' /tmp/requirements.txt > /tmp/requirements-image.txt \
+ && pip install --no-cache-dir -r /tmp/requirements-image.txt -c /tmp/constraints.txt \
+ && pip install --no-cache-dir --no-deps "$(grep '^tensorflow-serving-api==' /tmp/requirements.txt)"

@@ -35,6 +35,7 @@ bench: setup
 	$(ENV) python bench/preprocess.py
 	$(ENV) python bench/train_input.py
 	$(ENV) python bench/publish.py
+	$(ENV) python bench/serving_protocols.py
 
 clean:
 	rm -rf var

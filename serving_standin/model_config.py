@@ -139,11 +139,13 @@ def parse_model_config(text: str) -> list[ModelConfig]:
                 raise ValueError("a model config has no name")
             if platform != "tensorflow":
                 raise ValueError(f"model {name!r}: model_platform must be 'tensorflow', got {platform!r}")
-            if not base_path.startswith("/"):
-                raise ValueError(f"model {name!r}: base_path {base_path!r} must be absolute")
+            if not base_path.startswith("/") and "://" not in base_path:  # ValidateModelConfigList's words
+                raise ValueError(f"Expected model {name} to have an absolute path or URI; got base_path()={base_path}")
             configs.append(ModelConfig(name, base_path.rstrip("/") or "/", _policy(raw, name), _labels(raw, name)))
-    if len({c.name for c in configs}) != len(configs):
-        raise ValueError("a model name appears twice in model_config_list")
+    names = [c.name for c in configs]
+    for name in names:
+        if names.count(name) > 1:
+            raise ValueError(f"Illegal to list model {name} multiple times in config list")
     return configs
 
 

@@ -55,11 +55,13 @@ class StandinProcess:
 
     def __init__(self, args: list[str], log_path: Path) -> None:
         self.rest_port = free_port()
+        self.grpc_port = free_port()
         self.log_path = log_path
         env = dict(os.environ, PYTHONPATH=f"{PROJECT_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
         self._log = open(log_path, "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "serving_standin.server", f"--rest_api_port={self.rest_port}", *args],
+            [sys.executable, "-m", "serving_standin.server", f"--port={self.grpc_port}",
+             f"--rest_api_port={self.rest_port}", *args],
             stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=PROJECT_ROOT, start_new_session=True,
         )  # fmt: skip
 

@@ -64,7 +64,7 @@ def test_flags_bad_value_exits_255_and_unknown_flag_only_warns(tmp_path: Path) -
     assert done.returncode == 255
     assert "rest_api_port" in done.stderr
 
-    from serving_standin.server import parse_flags
+    from serving_standin.flags import parse_flags
 
     warnings: list[str] = []
     flags = parse_flags(["--rest_api_port=1", "--fle_system_poll_wait_seconds=5", "--rest_api_port=2"], warnings.append)
@@ -200,7 +200,12 @@ def test_model_config_file_policy_and_labels(start_standin, tmp_path: Path, mode
     config = tmp_path / "models.config"
     text = render_model_config("digits", policy="specific", versions=[1, 2], labels={"stable": 1, "canary": 2})
     config.write_text(text.replace("/models/digits", str(base)))
-    server = start_standin(f"--model_config_file={config}", "--model_name=ignored", "--model_base_path=/nowhere")
+    # Labels in the start-up config name versions that are not loaded yet: TF Serving refuses them
+    # (ServerCore checks labels first) unless this flag is set; see test_standin_labels_warmup.py.
+    server = start_standin(
+        f"--model_config_file={config}", "--model_name=ignored", "--model_base_path=/nowhere",
+        "--allow_version_labels_for_unavailable_models",
+    )  # fmt: skip
     server.wait_until_open()
     url = server.url
     wait_for_state(url, "1", "AVAILABLE", model="digits")
