@@ -95,6 +95,14 @@ with DAG(
             "force_publish": Param(False, type="boolean", title="Publish even if the gate says no"),
             "keep_versions": Param(3, type="integer", minimum=1, maximum=50, title="Versions kept per host"),
             "publish_rate_bps": Param(0, type="integer", minimum=0, title="Publication rate limit (bytes/s, 0 = none)"),
+            "publish_streams": Param(4, type="integer", minimum=1, maximum=16, title="Files read at once"),
+            "publish_space_margin_mb": Param(
+                64,
+                type="integer",
+                minimum=0,
+                title="Free space to keep on a serving host (MB)",
+                description="A host with less room than the model plus this margin is refused before any byte moves.",
+            ),
             "serving_timeout_s": Param(600, type="integer", minimum=10, maximum=7200, title="Wait for AVAILABLE (s)"),
             "canary_latency_budget_ms": Param(1000, type="number", exclusiveMinimum=0, title="Canary p99 budget (ms)"),
             "canary_concurrency": Param(4, type="integer", minimum=1, maximum=64, title="Canary concurrent clients"),
@@ -221,6 +229,8 @@ with DAG(
         storage=SETTINGS.storage,
         keep="{{ params.keep_versions }}",
         rate_limit_bps="{{ params.publish_rate_bps }}",
+        streams="{{ params.publish_streams }}",
+        space_margin_bytes="{{ params.publish_space_margin_mb * 1024 * 1024 }}",
         map_index_template="{{ task.host }}",
     ).expand_kwargs([host.to_kwargs() for host in SETTINGS.serving_hosts])
 

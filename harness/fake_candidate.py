@@ -29,21 +29,27 @@ _SMALL_FILES = {
 _DATA_FILE = "variables/variables.data-00000-of-00001"
 
 
-def _sizes(total_bytes: int) -> dict[str, int]:
+def _shard(index: int, shards: int) -> str:
+    return f"variables/variables.data-{index:05d}-of-{shards:05d}"
+
+
+def _sizes(total_bytes: int, shards: int) -> dict[str, int]:
     sizes = {name: max(64, int(total_bytes * share)) for name, share in _SMALL_FILES.items()}
-    sizes[_DATA_FILE] = max(1, total_bytes - sum(sizes.values()))
+    data = max(shards, total_bytes - sum(sizes.values()))
+    for index in range(shards):  # the variables split over `shards` files, as a big model's are
+        sizes[_shard(index, shards)] = data // shards + (1 if index < data % shards else 0)
     return sizes
 
 
 def write_fake_candidate(
-    storage: Storage, *, model: str, day: dt.date, total_bytes: int, seed: int = 0
+    storage: Storage, *, model: str, day: dt.date, total_bytes: int, seed: int = 0, shards: int = 1
 ) -> tuple[str, Manifest]:
-    """Write a candidate of about `total_bytes` and return its directory and manifest."""
+    """Write a candidate of about `total_bytes` (its variables in `shards` files); return its directory and manifest."""
     rng = random.Random(seed)
     staging = posixpath.join("models", model, "candidates", f".writing-{seed}")
     storage.delete(staging, recursive=True)
     entries = []
-    for name, size in _sizes(total_bytes).items():
+    for name, size in _sizes(total_bytes, shards).items():
         md5, left = hashlib.md5(), size
         with storage.open_write(posixpath.join(staging, name)) as handle:
             while left > 0:

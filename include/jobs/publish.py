@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--day", default=None, help="YYYY-MM-DD; must match the manifest when given")
     parser.add_argument("--rate-limit-bps", type=int, default=0, help="bytes per second, 0 = unlimited")
     parser.add_argument("--keep", type=int, default=3)
+    parser.add_argument("--streams", type=int, default=4, help="files read at once")
+    parser.add_argument("--space-margin-bytes", type=int, default=64 << 20, help="free space to keep beyond the model")
     parser.add_argument("--file-attempts", type=int, default=4)
     parser.add_argument("--backoff-s", type=float, default=1.0)
     parser.add_argument("--deadline-s", type=float, default=900.0)
@@ -49,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         policy = PublishPolicy(
             rate_limit_bps=args.rate_limit_bps,
             keep=args.keep,
+            streams=args.streams,
+            space_margin_bytes=args.space_margin_bytes,
             file_attempts=args.file_attempts,
             backoff_s=args.backoff_s,
             deadline_s=args.deadline_s,

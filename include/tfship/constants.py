@@ -56,6 +56,7 @@ class LogEvent(StrEnum):
 
     CANARY = "canary"
     ROLLBACK = "rollback"
+    PUBLICATION_FAILED = "publication_failed"  # a host-side check failed; nothing was published
 
 
 class ContainerChange(StrEnum):
@@ -67,7 +68,8 @@ class ContainerChange(StrEnum):
 
 
 class PublishCheck(StrEnum):
-    """The check a publication failed; the first six are permanent (a retry reads the same bytes)."""
+    """The check a publication failed. Permanent ones fail at once: a retry would read the same bytes
+    or meet the same host; the others (lock, deadline, the network) are retried."""
 
     MANIFEST = "manifest"
     EXISTS = "exists"
@@ -75,6 +77,14 @@ class PublishCheck(StrEnum):
     SIZE = "size"
     DAY = "day"
     VERSION = "version"
+    # The host: too little room for the model and the margin (before or during the transfer), a
+    # read-only filesystem, a directory this worker may not write, a file where a directory
+    # belongs, a version directory whose content someone changed by hand.
+    SPACE = "space"
+    READ_ONLY = "read_only"
+    PERMISSION = "permission"
+    NOT_A_DIRECTORY = "not_a_directory"
+    CONFLICT = "conflict"
     DEADLINE = "deadline"
     LOCK = "lock"
     CONNECTION = "connection"
@@ -94,6 +104,11 @@ _PERMANENT_CHECKS = frozenset(
         PublishCheck.SIZE,
         PublishCheck.DAY,
         PublishCheck.VERSION,
+        PublishCheck.SPACE,
+        PublishCheck.READ_ONLY,
+        PublishCheck.PERMISSION,
+        PublishCheck.NOT_A_DIRECTORY,
+        PublishCheck.CONFLICT,
     }
 )
 

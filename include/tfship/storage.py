@@ -30,7 +30,7 @@ class Storage(Protocol):
     def is_dir(self, path: str) -> bool: ...
     def list(self, path: str) -> list[str]: ...
     def size(self, path: str) -> int: ...
-    def open_read(self, path: str) -> contextlib.AbstractContextManager[BinaryIO]: ...
+    def open_read(self, path: str, offset: int = 0) -> contextlib.AbstractContextManager[BinaryIO]: ...
     def open_write(self, path: str) -> contextlib.AbstractContextManager[BinaryIO]: ...
     def rename(self, src: str, dst: str) -> None: ...
     def delete(self, path: str, recursive: bool = False) -> bool: ...
@@ -80,12 +80,15 @@ class LocalStorage:
             raise StorageError(f"{self.uri(path)} does not exist") from None
 
     @contextlib.contextmanager
-    def open_read(self, path: str) -> Iterator[BinaryIO]:
+    def open_read(self, path: str, offset: int = 0) -> Iterator[BinaryIO]:
+        """The file's bytes from `offset` on."""
         try:
             handle = open(self._local(path), "rb")
         except FileNotFoundError:
             raise StorageError(f"{self.uri(path)} does not exist") from None
         with handle:
+            if offset:
+                handle.seek(offset)
             yield handle
 
     @contextlib.contextmanager
@@ -206,9 +209,10 @@ class WebHdfsStorage:
         return int(status["length"])
 
     @contextlib.contextmanager
-    def open_read(self, path: str) -> Iterator[BinaryIO]:
+    def open_read(self, path: str, offset: int = 0) -> Iterator[BinaryIO]:
+        """The file's bytes from `offset` on (WebHDFS/HttpFS OPEN with `offset`)."""
         # No status call first: one round trip per file matters when publishing many files.
-        with self._errors("read", path), self._client.read(self._hdfs(path)) as reader:
+        with self._errors("read", path), self._client.read(self._hdfs(path), offset=offset) as reader:
             yield reader
 
     @contextlib.contextmanager

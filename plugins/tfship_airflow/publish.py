@@ -43,9 +43,11 @@ class PublishModelOperator(BaseOperator):
     each copy's queue in a `task_instance_mutation_hook`; `require_host_match=True` makes a copy
     that lands on the wrong machine fail before writing.
 
-    Failures: per-file retries and endpoint failover happen inside; Airflow's `retries` with
-    `retry_exponential_backoff` cover the rest. After the last try, or at once for a failure no
-    retry can fix (bad manifest, md5 or size mismatch at the source, a bad argument), an alert
+    Failures: per-file retries, resumption at the byte reached and endpoint failover happen
+    inside; Airflow's `retries` with `retry_exponential_backoff` cover the rest. After the last
+    try, or at once for a failure no retry can fix (bad manifest, md5 or size mismatch at the
+    source, a host without room, read-only, unwritable, a file in place of the serving dir, a
+    version directory changed by hand, a bad argument), an alert
     goes to the webhook connection and the failure is marked, so the DAG's failure callback
     stays silent for it.
 
@@ -56,7 +58,10 @@ class PublishModelOperator(BaseOperator):
     :param storage: where candidates are read from: the storage root and its WebHDFS/HttpFS endpoints.
     :param day: D of the run, `YYYY-MM-DD`; the manifest must say the same day. Templated.
     :param keep: how many versions to keep in the serving dir (older ones are pruned). Templated.
-    :param rate_limit_bps: read rate limit in bytes per second, 0 for none. Templated.
+    :param rate_limit_bps: read rate limit in bytes per second, 0 for none; it holds over all streams. Templated.
+    :param streams: how many files are read at once (models with many variable shards). Templated.
+    :param space_margin_bytes: free space the host must keep beyond the model; less refuses the
+        publication before its first byte (check "space"). Templated.
     :param file_attempts: reads of one file (over the endpoints) before giving up.
     :param backoff_s: first pause between attempts; doubles each time.
     :param deadline_s: the whole publication's time limit.
@@ -67,7 +72,16 @@ class PublishModelOperator(BaseOperator):
     :param require_host_match: fail unless this worker's hostname is `host`.
     """
 
-    template_fields: Sequence[str] = ("candidate", "serving_dir", "day", "host", "rate_limit_bps", "keep")
+    template_fields: Sequence[str] = (
+        "candidate",
+        "serving_dir",
+        "day",
+        "host",
+        "rate_limit_bps",
+        "keep",
+        "streams",
+        "space_margin_bytes",
+    )
     ui_color = "#d6eaf8"
 
     def __init__(
@@ -80,6 +94,8 @@ class PublishModelOperator(BaseOperator):
         day: str | None = None,
         keep: int = 3,
         rate_limit_bps: int = 0,
+        streams: int = 4,
+        space_margin_bytes: int = 64 << 20,
         file_attempts: int = 4,
         backoff_s: float = 1.0,
         deadline_s: float = 900.0,
@@ -101,6 +117,8 @@ class PublishModelOperator(BaseOperator):
         self.day = day
         self.keep = keep
         self.rate_limit_bps = rate_limit_bps
+        self.streams = streams
+        self.space_margin_bytes = space_margin_bytes
         self.file_attempts = file_attempts
         self.backoff_s = backoff_s
         self.deadline_s = deadline_s
@@ -131,7 +149,9 @@ class PublishModelOperator(BaseOperator):
                 self._check_host()
             policy = PublishPolicy(
                 rate_limit_bps=self.rate_limit_bps,
+                streams=self.streams,
                 keep=self.keep,
+                space_margin_bytes=self.space_margin_bytes,
                 file_attempts=self.file_attempts,
                 backoff_s=self.backoff_s,
                 deadline_s=self.deadline_s,
