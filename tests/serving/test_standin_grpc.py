@@ -5,7 +5,6 @@ and messages. One stand-in process serves the module; one test goes through the 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 from collections.abc import Iterator
@@ -16,24 +15,17 @@ import numpy as np
 import pytest
 import requests
 
-from tests.serving.conftest import PROJECT_ROOT, StandinProcess, free_port, say
+from tests.serving.conftest import StandinProcess, free_port, say
 from tests.serving.models import publish_copy
 
 MODEL = "digits"
 
 
 def grpc_client_module() -> ModuleType:
-    """tfship.serving.grpc_client; by path while tfship.serving is still a module (it becomes a package on main)."""
-    try:
-        from tfship.serving import grpc_client  # type: ignore[attr-defined]
+    """tfship.serving.grpc_client (imported on use: it brings grpc)."""
+    from tfship.serving import grpc_client
 
-        return grpc_client
-    except ImportError:
-        path = PROJECT_ROOT / "include" / "tfship" / "serving" / "grpc_client.py"
-        spec = importlib.util.spec_from_file_location("tfship_serving_grpc_client", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
+    return grpc_client
 
 
 def config_text(base: Path, versions: list[int], labels: dict[str, int] | None = None) -> str:
@@ -258,7 +250,8 @@ def test_reload_config_assigns_labels_only_to_available_versions(server: Standin
 def test_container_serves_grpc_and_replays_warmup(serving_image: str, docker_api, serving_model: str,
                                                   tmp_path: Path, model_store) -> None:  # fmt: skip
     from tests.serving.test_standin_labels_warmup import write_warmup
-    from tfship.serving import ServingClient, ServingSpec, container_alive_check, reconcile_container
+    from tfship.serving.client import ServingClient
+    from tfship.serving.container import ServingSpec, container_alive_check, reconcile_container
 
     base = tmp_path / "serving"
     version = publish_copy(model_store["good"], base, 2024010100)
