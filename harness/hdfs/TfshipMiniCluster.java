@@ -1,0 +1,71 @@
+// HDFS (MiniDFSCluster: NameNode + DataNodes) and YARN (MiniYARNCluster: ResourceManager +
+// NodeManagers) in one JVM, for tfship's tests. harness/cluster.py compiles and runs it.
+//
+// Usage: java -cp <hadoop jars>:<classes> TfshipMiniCluster <out-dir> key=value...
+// The key=value pairs go into the Configuration before anything starts (bind hosts, scheduler,
+// NodeManager size). When both clusters are up, the live configuration (with the ports that were
+// actually bound) is written to <out-dir>/cluster-conf.xml, atomically: its presence means "up".
+// The process then waits until it is killed; a shutdown hook stops YARN, then HDFS.
+
+import java.io.OutputStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.Paths;
+import java.nio.file.StandardCopyOption;
+
+import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.hdfs.MiniDFSCluster;
+import org.apache.hadoop.yarn.conf.YarnConfiguration;
+import org.apache.hadoop.yarn.server.MiniYARNCluster;
+
+public final class TfshipMiniCluster {
+  private TfshipMiniCluster() {}
+
+  public static void main(String[] args) throws Exception {
+    long started = System.nanoTime();
+    Path out = Paths.get(args[0]);
+    Configuration conf = new Configuration();
+    for (int i = 1; i < args.length; i++) {
+      String[] kv = args[i].split("=", 2);
+      conf.set(kv[0], kv[1]);
+    }
+    MiniDFSCluster dfs = new MiniDFSCluster.Builder(conf)
+        .numDataNodes(conf.getInt("tfship.datanodes", 1))
+        .nameNodePort(0)
+        .nameNodeHttpPort(0)
+        .format(true)
+        .build();
+    dfs.waitActive();
+    System.out.printf("TFSHIP_MINICLUSTER hdfs up after %d ms%n", (System.nanoTime() - started) / 1_000_000);
+    conf.set("fs.defaultFS", "hdfs://127.0.0.1:" + dfs.getNameNodePort());
+
+    // MiniYARNCluster keeps its work dirs under ${test.build.data}/<name>: the caller sets it.
+    MiniYARNCluster yarn = new MiniYARNCluster("tfship", 1, conf.getInt("tfship.nodemanagers", 1), 1, 1);
+    yarn.init(new YarnConfiguration(conf));
+    yarn.start();
+    if (!yarn.waitForNodeManagersToConnect(120_000)) {
+      throw new IllegalStateException("the NodeManager did not register with the ResourceManager");
+    }
+    Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+      long stopping = System.nanoTime();
+      yarn.stop();
+      System.out.printf("TFSHIP_MINICLUSTER yarn stopped after %d ms%n", (System.nanoTime() - stopping) / 1_000_000);
+      dfs.shutdown();
+      System.out.printf("TFSHIP_MINICLUSTER hdfs stopped after %d ms%n", (System.nanoTime() - stopping) / 1_000_000);
+    }));
+
+    // The ResourceManager's own configuration holds the ports its servers bound (ephemeral).
+    Configuration live = new Configuration(yarn.getResourceManager().getConfig());
+    live.set("fs.defaultFS", conf.get("fs.defaultFS"));
+    live.set("dfs.namenode.http-address", "127.0.0.1:" + dfs.getNameNode().getHttpAddress().getPort());
+    live.set("dfs.namenode.rpc-address", "127.0.0.1:" + dfs.getNameNodePort());
+    Path tmp = out.resolve("cluster-conf.xml.tmp");
+    try (OutputStream stream = Files.newOutputStream(tmp)) {
+      live.writeXml(stream);
+    }
+    Files.move(tmp, out.resolve("cluster-conf.xml"), StandardCopyOption.ATOMIC_MOVE);
+    System.out.printf("TFSHIP_MINICLUSTER yarn up after %d ms%n", (System.nanoTime() - started) / 1_000_000);
+    System.out.flush();
+    Thread.currentThread().join();
+  }
+}
