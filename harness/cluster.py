@@ -90,20 +90,20 @@ def _write_site(path: Path, props: dict[str, str]) -> None:
     path.write_text('<?xml version="1.0"?>\n<configuration>\n' + "\n".join(lines) + "\n</configuration>\n")
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
 def descendants(pid: int) -> list[int]:
     """Every process below `pid` (YARN containers run in their own sessions, not our group)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "(comm)": state, ppid, ...
+        except (OSError, IndexError):
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
     found, todo = [], [pid]
     while todo:
-        for child in _children(todo.pop()):
-            found.append(child)
-            todo.append(child)
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
     return found
 
 
