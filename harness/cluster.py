@@ -112,6 +112,36 @@ def _get_json(url: str) -> dict:
         return json.load(answer)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _wait_gone(pid: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def stop_cluster(pid: int, base_dir: Path) -> None:
+    """Ask the launcher to stop (its `stop` file), then SIGTERM, then SIGKILL; kill leftover containers."""
+    left = descendants(pid)  # containers run under setsid: not in the JVM's process group
+    (base_dir / "stop").touch()
+    if not _wait_gone(pid, 30):
+        os.killpg(pid, signal.SIGTERM)
+        if not _wait_gone(pid, 15):
+            os.killpg(pid, signal.SIGKILL)
+    for child in left:
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
 @dataclass
 class MiniCluster:
     """One JVM with a NameNode, DataNode(s), a ResourceManager and a NodeManager, data under base_dir."""
@@ -163,6 +193,7 @@ class MiniCluster:
         self.base_dir.mkdir(parents=True, exist_ok=True)
         conf_xml = self.base_dir / "cluster-conf.xml"
         conf_xml.unlink(missing_ok=True)
+        (self.base_dir / "stop").unlink(missing_ok=True)
         log_path = self.base_dir / "minicluster.log"
         command = [
             _java(), "-Xmx1g", "-Djava.net.preferIPv4Stack=true",
@@ -182,7 +213,7 @@ class MiniCluster:
             if self.process.poll() is not None:
                 raise PartUnavailable(f"yarn: the minicluster exited with {self.process.returncode}: {_tail(log_path)}")
             if time.monotonic() > deadline:
-                self.stop()
+                self._kill()
                 raise PartUnavailable(f"yarn: the minicluster was not up after {timeout_s:.0f}s: {_tail(log_path)}")
             time.sleep(0.3)
         live = _read_conf(conf_xml)
@@ -224,26 +255,25 @@ class MiniCluster:
             except (OSError, ValueError, KeyError):
                 pass
             if time.monotonic() > deadline:
-                self.stop()
+                self._kill()
                 raise PartUnavailable(f"yarn: WebHDFS or the ResourceManager REST does not answer: {_tail(log_path)}")
             time.sleep(0.3)
 
-    def stop(self) -> None:
-        """Stop the JVM (its hook stops YARN, then HDFS) and any container it left behind."""
-        if not self.process or self.process.poll() is not None:
-            return
-        left = descendants(self.process.pid)
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
+    def _kill(self) -> None:
+        """A cluster that did not come up: nothing in it to keep."""
+        if self.process and self.process.poll() is None:
+            left = descendants(self.process.pid)
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
-        for pid in left:  # containers run under setsid: not in the JVM's process group
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+            for child in left:
+                if _alive(child):
+                    os.kill(child, signal.SIGKILL)
+
+    def stop(self) -> None:
+        """Stop the JVM (YARN first, so containers are killed, then HDFS) and anything it left."""
+        if self.process and self.process.poll() is None:
+            stop_cluster(self.process.pid, self.base_dir)
+            self.process.wait()
 
     # -- Spark on this cluster -------------------------------------------------------------
 
@@ -307,14 +337,6 @@ class MiniCluster:
 STATE_DIR = PROJECT_ROOT / "var" / "cluster"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except OSError:
-        return False
-
-
 def main(argv: list[str]) -> int:
     """`up` (background cluster, prints addresses), `down`, or `status`."""
     action = argv[0] if argv else "status"
@@ -351,15 +373,7 @@ def main(argv: list[str]) -> int:
         if state.exists():
             info = json.loads(state.read_text())
             if _alive(info["pid"]):
-                left = descendants(info["pid"])
-                os.killpg(info["pid"], signal.SIGTERM)
-                for _ in range(100):
-                    if not _alive(info["pid"]):
-                        break
-                    time.sleep(0.3)
-                for pid in left:
-                    if _alive(pid):
-                        os.kill(pid, signal.SIGKILL)
+                stop_cluster(info["pid"], STATE_DIR)
             state.unlink()
         print("HDFS + YARN stopped")
         return 0

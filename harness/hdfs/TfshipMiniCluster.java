@@ -5,7 +5,10 @@
 // The key=value pairs go into the Configuration before anything starts (bind hosts, scheduler,
 // NodeManager size). When both clusters are up, the live configuration (with the ports that were
 // actually bound) is written to <out-dir>/cluster-conf.xml, atomically: its presence means "up".
-// The process then waits until it is killed; a shutdown hook stops YARN, then HDFS.
+// The process then waits for <out-dir>/stop, stops YARN (containers first) and HDFS, and halts.
+// Not a shutdown hook: inside one, HDFS cannot stop (Hadoop's own hooks may no longer be removed:
+// "Shutdown in progress"), and a NodeManager that ran containers takes ~17 s to stop in full
+// (its non-aggregating log handler alone waits 10 s for pending log deletions).
 
 import java.io.OutputStream;
 import java.nio.file.Files;
@@ -21,7 +24,17 @@ import org.apache.hadoop.yarn.server.MiniYARNCluster;
 public final class TfshipMiniCluster {
   private TfshipMiniCluster() {}
 
-  public static void main(String[] args) throws Exception {
+  public static void main(String[] args) {
+    try {
+      run(args);
+    } catch (Throwable failure) {  // Hadoop's non-daemon threads would keep a half-started JVM alive
+      failure.printStackTrace();
+      System.err.flush();
+      Runtime.getRuntime().halt(1);
+    }
+  }
+
+  private static void run(String[] args) throws Exception {
     long started = System.nanoTime();
     Path out = Paths.get(args[0]);
     Configuration conf = new Configuration();
@@ -46,14 +59,6 @@ public final class TfshipMiniCluster {
     if (!yarn.waitForNodeManagersToConnect(120_000)) {
       throw new IllegalStateException("the NodeManager did not register with the ResourceManager");
     }
-    Runtime.getRuntime().addShutdownHook(new Thread(() -> {
-      long stopping = System.nanoTime();
-      yarn.stop();
-      System.out.printf("TFSHIP_MINICLUSTER yarn stopped after %d ms%n", (System.nanoTime() - stopping) / 1_000_000);
-      dfs.shutdown();
-      System.out.printf("TFSHIP_MINICLUSTER hdfs stopped after %d ms%n", (System.nanoTime() - stopping) / 1_000_000);
-    }));
-
     // The ResourceManager's own configuration holds the ports its servers bound (ephemeral).
     Configuration live = new Configuration(yarn.getResourceManager().getConfig());
     live.set("fs.defaultFS", conf.get("fs.defaultFS"));
@@ -66,6 +71,21 @@ public final class TfshipMiniCluster {
     Files.move(tmp, out.resolve("cluster-conf.xml"), StandardCopyOption.ATOMIC_MOVE);
     System.out.printf("TFSHIP_MINICLUSTER yarn up after %d ms%n", (System.nanoTime() - started) / 1_000_000);
     System.out.flush();
-    Thread.currentThread().join();
+
+    Path stop = out.resolve("stop");
+    while (!Files.exists(stop)) {
+      Thread.sleep(200);
+    }
+    long stopping = System.nanoTime();
+    Thread yarnStop = new Thread(yarn::stop, "tfship-yarn-stop");
+    yarnStop.setDaemon(true);
+    yarnStop.start();
+    yarnStop.join(8_000);  // enough for the NodeManager to kill its containers (SIGTERM, SIGKILL)
+    System.out.printf("TFSHIP_MINICLUSTER yarn %s after %d ms%n",
+        yarnStop.isAlive() ? "still stopping" : "stopped", (System.nanoTime() - stopping) / 1_000_000);
+    dfs.shutdown();
+    System.out.printf("TFSHIP_MINICLUSTER hdfs stopped after %d ms%n", (System.nanoTime() - stopping) / 1_000_000);
+    System.out.flush();
+    Runtime.getRuntime().halt(0);  // every server is down or throwaway: skip Hadoop's exit hooks
   }
 }

@@ -199,10 +199,12 @@ def listeners(pids: set[int]) -> list[tuple[int, str]]:
     return found
 
 
-def test_nothing_listens_beyond_loopback_while_a_job_runs(yarn_cluster, tmp_path):
+@pytest.mark.parametrize("deploy_mode", ["client", "cluster"])
+def test_nothing_listens_beyond_loopback_while_a_job_runs(yarn_cluster, tmp_path, deploy_mode):
     signal_dir = tmp_path / "signals"
     signal_dir.mkdir()
-    command = yarn_cluster.submit_command(APP, "hold", "2", str(signal_dir), f"{yarn_cluster.rpc_uri}/tests/hold")
+    output = f"{yarn_cluster.rpc_uri}/tests/hold-{deploy_mode}"
+    command = yarn_cluster.submit_command(APP, "hold", "2", str(signal_dir), output, deploy_mode=deploy_mode)
     log_path = tmp_path / "spark-submit.log"
     with open(log_path, "w") as log:
         driver = subprocess.Popen(command, env=yarn_cluster.spark_env(), stdout=log, stderr=subprocess.STDOUT)
@@ -223,10 +225,15 @@ def test_nothing_listens_beyond_loopback_while_a_job_runs(yarn_cluster, tmp_path
     outside = [(pid, address) for pid, address in found if address.rsplit(":", 1)[0] not in LOOPBACK_HOSTS]
     assert outside == [], outside
     by_role = collections.Counter(
-        "cluster" if pid == cluster_pid else "container" if pid in containers else "driver" for pid, _ in found
+        "cluster" if pid == cluster_pid else "container" if pid in containers else "client" for pid, _ in found
     )
-    # NameNode, DataNode, ResourceManager and NodeManager servers; the driver's RPC, block
-    # manager and UI; each executor's RPC and block manager (AM and executors are containers).
-    assert by_role["cluster"] >= 10 and by_role["driver"] >= 3 and by_role["container"] >= 4, found
+    # NameNode, DataNode, ResourceManager and NodeManager servers (14 here); each executor's RPC
+    # and block manager; the driver's RPC, block manager and UI: in the spark-submit process in
+    # client mode, in the ApplicationMaster's container in cluster mode.
+    assert by_role["cluster"] >= 10, found
+    if deploy_mode == "client":
+        assert by_role["client"] >= 3 and by_role["container"] >= 4, found
+    else:
+        assert by_role["container"] >= 7, found
     assert len({pid for pid, _ in found if pid in containers}) >= 2, found
     print(f"listening sockets, all on loopback: {dict(by_role)}")
