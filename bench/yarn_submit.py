@@ -1,11 +1,11 @@
 """Spark on the test YARN: cluster start-up, and a trivial job's spark-submit time per deploy mode.
 
 The baseline is the same job with `--master local[2]` in the same run: the ratio is what YARN
-adds (an ApplicationMaster container, two executor containers, HDFS staging). With --fast-jvm,
-client mode runs once more with C1-only JIT and the serial GC in the driver, AM and executors
-(short-lived JVMs on 2 cores spend much of their start in JIT and GC threads).
+adds (an ApplicationMaster container, two executor containers, HDFS staging). The harness runs
+the driver, AM and executors with C1-only JIT and the serial GC (harness.cluster.TEST_JVM_OPTIONS);
+with --plain-jvm, client mode runs once more without them, to check that they still pay.
 
-Usage: python bench/yarn_submit.py [--runs 1] [--fast-jvm]
+Usage: python bench/yarn_submit.py [--runs 1] [--plain-jvm]
 Goal: none yet; it prints where the time goes so the harness's timeouts can be set from data.
 """
 
@@ -31,7 +31,6 @@ total = spark.sparkContext.parallelize(range(1000), 2).map(lambda x: x * x).sum(
 assert total == 332833500, total
 spark.stop()
 """
-FAST_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 
 def timed(command: list[str], env: dict[str, str]) -> float:
@@ -45,7 +44,7 @@ def timed(command: list[str], env: dict[str, str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=1)
-    parser.add_argument("--fast-jvm", action="store_true")
+    parser.add_argument("--plain-jvm", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tfship-yarn-bench-"))
     app = work / "trivial.py"
@@ -59,19 +58,19 @@ def main() -> None:
         local_env = {k: v for k, v in env.items() if k not in ("HADOOP_CONF_DIR", "YARN_CONF_DIR")}
         spark_submit = shutil.which("spark-submit") or "spark-submit"
         runs: dict[str, list[float]] = {"local[2]": [], "yarn client": [], "yarn cluster": []}
-        if args.fast_jvm:
-            runs["yarn client, fast JVM"] = []
-        fast = {
-            "spark.driver.extraJavaOptions": FAST_JVM,
-            "spark.yarn.am.extraJavaOptions": FAST_JVM,
-            "spark.executor.extraJavaOptions": FAST_JVM,
+        if args.plain_jvm:
+            runs["yarn client, plain JVM"] = []
+        plain = {
+            "spark.driver.extraJavaOptions": "",
+            "spark.yarn.am.extraJavaOptions": "",
+            "spark.executor.extraJavaOptions": "",
         }
         for _ in range(args.runs):
             runs["local[2]"].append(timed([spark_submit, "--master", "local[2]", str(app)], local_env))
             runs["yarn client"].append(timed(cluster.submit_command(app, deploy_mode="client"), env))
             runs["yarn cluster"].append(timed(cluster.submit_command(app, deploy_mode="cluster"), env))
-            if args.fast_jvm:
-                runs["yarn client, fast JVM"].append(timed(cluster.submit_command(app, conf=fast), env))
+            if args.plain_jvm:
+                runs["yarn client, plain JVM"].append(timed(cluster.submit_command(app, conf=plain), env))
         baseline = min(runs["local[2]"])
         for name, seconds in runs.items():
             best = min(seconds)

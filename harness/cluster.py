@@ -2,12 +2,13 @@
 
 `python -m harness.cluster up` starts one in the background and prints its addresses and the
 HADOOP_CONF_DIR to give spark-submit; `python -m harness.cluster down` stops it. Tests use
-`MiniCluster` directly (tests/integration/conftest.py).
+`MiniCluster` directly (the `yarn_cluster` fixture in tests/conftest.py).
 
 One JVM of our own (harness/hdfs/TfshipMiniCluster.java, compiled here once) rather than
-Hadoop's MiniHadoopClusterManager: that one also starts a JobHistoryServer and the MapReduce
-ShuffleHandler (more listeners, the latter not bound by any bind-host setting) and writes its
-configuration before the ResourceManager has bound its ephemeral ports.
+Hadoop's MiniHadoopClusterManager, which (read in its source) also starts a JobHistoryServer and
+the MapReduce ShuffleHandler aux-service (listeners Spark does not use), and writes the
+configuration it was given rather than the live one: with ephemeral ports that file would say
+`localhost:0` for the ResourceManager.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from harness.hdfs import _java, _tail, hadoop_jars_dir
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 LAUNCHER = PROJECT_ROOT / "harness" / "hdfs" / "TfshipMiniCluster.java"
 LOOPBACK = "127.0.0.1"
+# Short-lived test JVMs on 2 cores spend much of their start in JIT and GC threads: C1 only and the
+# serial GC made a trivial client-mode job 25-50% faster in bench/yarn_submit.py (4 paired runs).
+TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 
 @dataclass(frozen=True)
@@ -40,8 +44,9 @@ class Sizing:
     A container is heap + max(384 MB, 10%) overhead, rounded up to a multiple of the minimum
     allocation: 512m heaps give 896 MB containers (the default 1024 MB minimum would round them
     to 1024). AM + 2 executors = 2688 MB of the NodeManager's 4096 MB; a third executor would
-    still fit (3584 MB), a fourth would not. The maximum allocation (2048 MB) is what a single
-    container may ask for: more is refused at submission.
+    still fit (3584 MB), a fourth would not. The maximum allocation (2048 MB, 4 vcores) is what
+    one container may ask for: spark-submit refuses more memory before submitting, the
+    ResourceManager refuses more vcores when the ApplicationMaster asks.
     """
 
     nm_memory_mb: int = 4096
@@ -314,6 +319,9 @@ class MiniCluster:
             "spark.scheduler.barrier.maxConcurrentTasksCheck.maxFailures": "5",
             "spark.yarn.maxAppAttempts": "1",  # a failing test app fails once, not twice
             "spark.ui.showConsoleProgress": "false",
+            "spark.driver.extraJavaOptions": TEST_JVM_OPTIONS,
+            "spark.yarn.am.extraJavaOptions": TEST_JVM_OPTIONS,
+            "spark.executor.extraJavaOptions": TEST_JVM_OPTIONS,
         }
 
     def submit_command(
@@ -361,7 +369,12 @@ def main(argv: list[str]) -> int:
             "hadoop_conf_dir": str(cluster.conf_dir),
             "spark_conf_dir": str(spark_conf_dir),
             "started_in_s": round(cluster.started_in_s, 1),
-        }
+            # SparkSubmitOperator(conn_id="spark_yarn", yarn_track_via_rm_api=True) polls the RM's REST API.
+            "airflow_conn_spark_yarn": {
+                "conn_type": "spark", "host": "yarn",
+                "extra": {"deploy-mode": "cluster", "yarn_resourcemanager_webapp_address": cluster.rm_webapp_url},
+            },
+        }  # fmt: skip
         state.write_text(json.dumps(info))
         print(json.dumps(info, indent=2))
         print(
