@@ -1,7 +1,7 @@
 """Shared fixtures: storage roots on local disk and on a real HDFS, a real Docker engine.
 
 A real part that cannot start fails the tests that need it, saying what and why. A developer
-may set TFSHIP_ALLOW_SKIP=hdfs,docker,spark to skip them instead; CI (CI=true) never skips.
+may set TFSHIP_ALLOW_SKIP=hdfs,docker,spark,yarn to skip them instead; CI (CI=true) never skips.
 """
 
 from __future__ import annotations
@@ -68,6 +68,17 @@ def hdfs_storage(hdfs_cluster, request: pytest.FixtureRequest):
     storage.delete("", recursive=True)
     storage.makedirs("")
     return storage
+
+
+@pytest.fixture(scope="session")
+def yarn_cluster(tmp_path_factory: pytest.TempPathFactory, spark_submit) -> Iterator:
+    """HDFS + YARN (ResourceManager, one NodeManager) in one JVM on loopback, for the whole session."""
+    from harness.cluster import MiniCluster
+
+    cluster = MiniCluster(tmp_path_factory.mktemp("yarn"))
+    require_part("yarn", cluster.start)
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture(scope="session")
