@@ -39,6 +39,8 @@ class ReleaseReportOperator(BaseOperator):
     :param publications: `PublishResult` dicts, one per host that published. Templated.
     :param deployments: `DeployResult` dicts. Templated.
     :param canaries: `CanaryResult` dicts. Templated.
+    :param host_releases: sequences of `HostRelease` dicts from a rolling release (`release_host`'s outputs
+        and the records its stopped or failed copies left); their deploy and canary count as above. Templated.
     :param holds: sequences of `{"host", "reason"}` left by copies that skipped because a later
         version had overtaken theirs (the XCom key "superseded" of publish, deploy and canary). Templated.
     """
@@ -51,6 +53,7 @@ class ReleaseReportOperator(BaseOperator):
         "publications",
         "deployments",
         "canaries",
+        "host_releases",
         "holds",
     )
     operator_extra_links = (ReleaseViewLink(),)
@@ -68,6 +71,7 @@ class ReleaseReportOperator(BaseOperator):
         publications: Any = (),
         deployments: Any = (),
         canaries: Any = (),
+        host_releases: Any = (),
         holds: Any = (),
         **kwargs: Any,
     ) -> None:
@@ -81,6 +85,7 @@ class ReleaseReportOperator(BaseOperator):
         self.publications = publications
         self.deployments = deployments
         self.canaries = canaries
+        self.host_releases = host_releases
         self.holds = holds
 
     def _day(self, context: Mapping[str, Any]) -> str | None:
@@ -122,6 +127,16 @@ class ReleaseReportOperator(BaseOperator):
         deployed = _by_host(self.deployments)
         canaries = _by_host(self.canaries)
         superseded = self._superseded()
+        rollouts: dict[str, Mapping[str, Any]] = {}
+        for releases in self.host_releases or ():
+            for host_release in _by_host(releases).values():
+                rollouts[host_release["host"]] = host_release
+                if host_release.get("deploy"):
+                    deployed.setdefault(host_release["host"], host_release["deploy"])
+                if host_release.get("canary"):
+                    canaries.setdefault(host_release["host"], host_release["canary"])
+                if host_release.get("step") == "superseded":
+                    superseded.setdefault(host_release["host"], host_release.get("reason", ""))
         versions, canary_list = [], []
         for host in self.hosts:
             version = published.get(host.name, {}).get("version")
@@ -142,6 +157,7 @@ class ReleaseReportOperator(BaseOperator):
             deploys=[deployed.get(host.name) for host in self.hosts],
             canaries=canary_list,
             superseded=[superseded.get(host.name) for host in self.hosts],
+            rollouts=[rollouts.get(host.name) for host in self.hosts],
             dag_id=context["ti"].dag_id,
         )
         storage = self.storage.open()

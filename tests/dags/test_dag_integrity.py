@@ -57,9 +57,8 @@ def test_daily_dag_graph(dagbag):
         "train": {"choose_config", "resolve_day"},
         "evaluate": {"train", "resolve_day"},
         "publish_model": {"evaluate", "train", "resolve_day"},
-        "deploy_serving": {"publish_model"},
-        "canary_serving": {"deploy_serving"},
-        "report_release": {"canary_serving", "deploy_serving", "publish_model", "evaluate", "train", "resolve_day"},
+        "release_host": {"publish_model"},
+        "report_release": {"release_host", "publish_model", "evaluate", "train", "resolve_day"},
     }
     # The report runs after anything upstream and leaves the run's state to the real work.
     report = dag.get_task("report_release")
@@ -88,9 +87,9 @@ def test_cross_validation_is_mapped_and_publication_is_mapped_per_host(dagbag):
     dag = dagbag.dags["tfship_daily"]
     assert dag.get_task("cross_validate").is_mapped
     assert dag.get_task("publish_model").is_mapped
-    # Host h's deploy and canary are expanded from what host h's copy upstream returned.
-    for task_id in ("deploy_serving", "canary_serving"):
-        assert dag.get_task(task_id).is_mapped
+    # Host h's release is expanded from what host h's publication returned, one batch of hosts at a time.
+    release = dag.get_task("release_host")
+    assert release.is_mapped and release.max_active_tis_per_dagrun == 1
 
 
 def test_xcom_edges_are_data_not_template_strings(dagbag):

@@ -28,8 +28,7 @@ from tfship.config import StorageConfig
 from tfship.constants import PublishCheck
 from tfship.errors import ConfigError, StorageError, TfshipError
 from tfship.release.manifest import MANIFEST_FILE, FileEntry, Manifest, ManifestError, parse_manifest
-from tfship.release.serving_dir import fsync_file
-from tfship.storage import LocalStorage, Storage, WebHdfsStorage
+from tfship.storage import LocalStorage, Storage, WebHdfsStorage, fsync_file
 
 UNLIMITED_CHUNK = 4 << 20
 _RETRIABLE_HDFS_EXCEPTIONS = frozenset({"RetriableException", "StandbyException", "SafeModeException"})
