@@ -235,11 +235,12 @@ class Settings:
             kwargs["storage_root"] = env["TFSHIP_STORAGE_ROOT"]
         if env.get("TFSHIP_WEBHDFS_ENDPOINTS"):
             kwargs["webhdfs_endpoints"] = _split_endpoints(env["TFSHIP_WEBHDFS_ENDPOINTS"])
+        serving = _serving_dir_value(env)
+        hosts = parse_serving_hosts(serving) if serving else ()
         rest_port = _port(REST_PORT_ENV, env[REST_PORT_ENV]) if env.get(REST_PORT_ENV) else DEFAULT_REST_PORT
         kwargs["serving_rest_port"] = rest_port
-        serving = _serving_dir_value(env)
-        if serving:
-            hosts = tuple(ServingHost(h.name, h.serving_dir, rest_port=rest_port) for h in parse_serving_hosts(serving))
+        if hosts:
+            hosts = tuple(ServingHost(h.name, h.serving_dir, rest_port=rest_port) for h in hosts)
             kwargs["configured_hosts"] = _with_addresses(hosts, env.get(SERVING_ADDRESSES_ENV, ""), rest_port)
         for key, name in (("balancer_dir", BALANCER_DIR_ENV), ("balancer_reload", BALANCER_RELOAD_ENV)):
             if env.get(name):
