@@ -234,3 +234,31 @@ def test_gRPC_canary_and_labels_follow_the_release(fleet, fleet_models):
     assert released["canary"]["passed"] and released["canary"]["url"].startswith("grpc://")
     stable = requests.get(f"{host.rest_url}/v1/models/{fleet.model}/labels/stable/metadata", timeout=30).json()
     assert stable["model_spec"]["version"] == str(V1)
+
+
+def test_a_dead_host_is_retried_on_the_other_for_rest_and_grpc(fleet, fleet_models, docker_api):
+    from tfship.serving.grpc_client import GrpcServingClient
+
+    for index, host in enumerate(fleet.hosts):
+        publish_copy(fleet_models["good"], Path(host.serving_dir), V1)
+        assert fleet.release(index, V1)[0]["step"] == "promoted"
+    # Host 2 dies while in rotation: nginx sends its share of predicts (POSTs included) to host 1.
+    [dead] = docker_api.containers(filters={"name": f"tfserving-{fleet.model}-serving-2"})
+    docker_api.stop(dead["Id"], timeout=0)
+    rows = synthetic_images(1, seed=4)[0].astype(int).tolist()
+    session = requests.Session()
+    codes = [
+        session.post(
+            f"{fleet.nginx.url}/v1/models/{fleet.model}:predict", json={"instances": rows}, timeout=30
+        ).status_code
+        for _ in range(40)
+    ]
+    grpc = GrpcServingClient(fleet.nginx.grpc_target, fleet.model)
+    try:
+        grpc_codes = [grpc.predict(rows)[0] for _ in range(10)]
+    finally:
+        grpc.close()
+    assert codes == [200] * 40 and grpc_codes == [200] * 10
+    first, second = (f"127.0.0.1:{host.rest_port}" for host in fleet.hosts)
+    retried = [line for line in fleet.nginx.access_log() if f"upstream={second}, {first}" in line]
+    assert retried, fleet.nginx.access_log()[-5:]  # the dead host was tried, then the live one answered
