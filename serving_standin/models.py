@@ -256,8 +256,10 @@ class ModelManager:
                     servable.signatures, servable.signature_defs = {}, {}
                     still_aspired = servable.version in self._aspired
                 if attempt < self.max_load_retries and still_aspired:
-                    log(f"load of version {servable.version} of model {self.name} failed ({message}); "
-                        f"retry {attempt + 1} of {self.max_load_retries}")  # fmt: skip
+                    log(
+                        f"load of version {servable.version} of model {self.name} failed ({message}); "
+                        f"retry {attempt + 1} of {self.max_load_retries}"
+                    )
                     time.sleep(self.load_retry_interval_s)
                     continue
                 with self.lock:

@@ -107,8 +107,10 @@ def _with_addresses(hosts: tuple[ServingHost, ...], value: str, rest_port: int) 
         name, _, where = item.partition("=")
         parts = where.strip().split(":")
         if name.strip() not in known or not parts[0] or len(parts) > 3:
-            raise ConfigError(f"{SERVING_ADDRESSES_ENV} entry {item!r} must look like host=address[:rest[:grpc]] "
-                              f"for a host of {SERVING_DIR_ENV} ({sorted(known)})")  # fmt: skip
+            raise ConfigError(
+                f"{SERVING_ADDRESSES_ENV} entry {item!r} must look like host=address[:rest[:grpc]] "
+                f"for a host of {SERVING_DIR_ENV} ({sorted(known)})"
+            )
         ports = [_port(SERVING_ADDRESSES_ENV, p) for p in parts[1:]]
         host = known[name.strip()]
         known[host.name] = ServingHost(host.name, host.serving_dir, parts[0], *(ports or [rest_port]))

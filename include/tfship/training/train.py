@@ -319,8 +319,13 @@ def train_and_export(storage: Storage, config: TrainConfig, *, env: Mapping[str,
     (local / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     canary = golden_set(serving_fn, features.files["eval"])
     (local / "canary.json").write_text(json.dumps(canary))
-    write_warmup(local, model=config.model, instances=canary["instances"], input_name=canary["input_name"],
-                 signature_name=canary["signature_name"])  # fmt: skip
+    write_warmup(
+        local,
+        model=config.model,
+        instances=canary["instances"],
+        input_name=canary["input_name"],
+        signature_name=canary["signature_name"],
+    )
     title = f"{config.model} {config.day.isoformat()} {config.hparams.config_id}"
     plot_training(history, local / "training.png", title)
     for name, data in config.extra_files.items():
