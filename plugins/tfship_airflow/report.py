@@ -88,6 +88,20 @@ class ReleaseReportOperator(BaseOperator):
         self.host_releases = host_releases
         self.holds = holds
 
+    def render_template(self, content: Any, context: Any, jinja_env: Any = None, seen_oids: Any = None) -> Any:
+        """As BaseOperator's, except that a task which never pushed (failed, skipped) gives None.
+
+        The report runs after any outcome: a run that stopped at the sensor still gets its record,
+        at once, instead of failing on a missing XCom and waiting out its retries.
+        """
+        from airflow.sdk.exceptions import XComNotFound
+
+        try:
+            return super().render_template(content, context, jinja_env, seen_oids)
+        except XComNotFound as missing:
+            self.log.info("no value for the report: %s", missing)
+            return None
+
     def _day(self, context: Mapping[str, Any]) -> str | None:
         """D from `day`; if resolve_day failed (no value), from the run itself."""
         from tfship.days import parse_day
