@@ -2,6 +2,9 @@
 SHELL := /bin/bash
 ENV := . scripts/env.sh &&
 
+# Two pytest-xdist workers: much of the suite waits on containers, JVMs and Airflow's loops.
+TEST_WORKERS ?= 2
+
 .PHONY: run test setup lint hdfs-up hdfs-down docker-up bench clean
 
 setup:
@@ -16,7 +19,7 @@ test: setup
 	$(ENV) scripts/docker-up
 	$(ENV) scripts/serving-image
 	$(ENV) ruff check .
-	$(ENV) python -m pytest $(PYTEST_ARGS)
+	$(ENV) python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: setup
 	$(ENV) ruff check .

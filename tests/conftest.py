@@ -21,6 +21,39 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
 
 
+# Run by `make test` on two pytest-xdist workers (`--dist loadgroup`). These share Airflow's
+# metadata database under var/airflow or the daily DAG's serving container (tfserving-mnist on
+# 8500/8501), so they run on one worker, in order; every other module is a group of its own, so
+# its module- and session-scoped parts (a YARN cluster, a serving fleet) start once.
+ONE_WORKER = ("tests/e2e/", "tests/scheduler/", "tests/plugins/", "tests/dags/", "tests/publish/test_publish_dag.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        path = Path(str(item.fspath)).resolve().relative_to(PROJECT_ROOT).as_posix()
+        group = "airflow-and-tfserving-mnist" if path.startswith(ONE_WORKER) else path
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    from tests.notes import NOTES_FILE
+
+    if not hasattr(session.config, "workerinput"):  # the main process, before any worker starts
+        NOTES_FILE.unlink(missing_ok=True)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The notes tests left (tests/notes.py), after pytest's output capture."""
+    from tests.notes import NOTES_FILE
+
+    if NOTES_FILE.exists() and not hasattr(terminalreporter.config, "workerinput"):
+        terminalreporter.section("tfship notes")
+        for line in NOTES_FILE.read_text().splitlines():
+            terminalreporter.write_line(line)
+
+
 def _skip_allowed(part: str) -> bool:
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         return False

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from harness.webhook import WebhookReceiver
+from tests.notes import say
 from tests.serving.models import export_model
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -24,23 +25,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-REPORT: list[str] = []
-
-
-def say(message: str) -> None:
-    """Note for the end-of-run summary (which image ran, timings): it must be visible in every test log."""
-    REPORT.append(message)
-    sys.__stderr__.write(f"\n[serving-tests] {message}\n")
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Print the serving notes after the run, past pytest's output capture."""
-    if REPORT:
-        terminalreporter.section("tfship serving")
-        for line in REPORT:
-            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")
