@@ -41,6 +41,8 @@ class ReleaseReportOperator(BaseOperator):
     :param canaries: `CanaryResult` dicts. Templated.
     :param holds: sequences of `{"host", "reason"}` left by copies that skipped because a later
         version had overtaken theirs (the XCom key "superseded" of publish, deploy and canary). Templated.
+    :param drift: check_drift's report (a `DriftReport` dict). Templated.
+    :param infra: infra_validate's result (an `InfraValidationResult` dict). Templated.
     """
 
     template_fields: Sequence[str] = (
@@ -52,6 +54,8 @@ class ReleaseReportOperator(BaseOperator):
         "deployments",
         "canaries",
         "holds",
+        "drift",
+        "infra",
     )
     operator_extra_links = (ReleaseViewLink(),)
     ui_color = "#ebdef0"
@@ -69,6 +73,8 @@ class ReleaseReportOperator(BaseOperator):
         deployments: Any = (),
         canaries: Any = (),
         holds: Any = (),
+        drift: Any = None,
+        infra: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -82,6 +88,27 @@ class ReleaseReportOperator(BaseOperator):
         self.deployments = deployments
         self.canaries = canaries
         self.holds = holds
+        self.drift = drift
+        self.infra = infra
+
+    def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
+        """Render as usual, but a keyed XCom its task never pushed (it failed or never ran) is a missing piece.
+
+        Airflow raises XComNotFound for such a key (the gate's "decision" when evaluate did not run),
+        which would fail this task and leave the run without a record.
+        """
+        from airflow.sdk.definitions.xcom_arg import XComArg
+        from airflow.sdk.exceptions import XComNotFound
+
+        for name in self.template_fields:
+            value = getattr(self, name)
+            if isinstance(value, XComArg):
+                try:
+                    value.resolve(context)
+                except XComNotFound:
+                    self.log.warning("%s: no XCom (its task failed or did not run): recorded as missing", name)
+                    setattr(self, name, None)
+        super().render_template_fields(context, jinja_env)
 
     def _day(self, context: Mapping[str, Any]) -> str | None:
         """D from `day`; if resolve_day failed (no value), from the run itself."""
@@ -143,6 +170,8 @@ class ReleaseReportOperator(BaseOperator):
             canaries=canary_list,
             superseded=[superseded.get(host.name) for host in self.hosts],
             dag_id=context["ti"].dag_id,
+            drift=self.drift if isinstance(self.drift, Mapping) else None,
+            infra=self.infra if isinstance(self.infra, Mapping) else None,
         )
         storage = self.storage.open()
         path = write_release_record(storage, record)

@@ -144,6 +144,11 @@ class DriftReport:
         return names + (["label"] if self.labels is not None and self.labels.moved else [])
 
     @property
+    def passed(self) -> bool:
+        """True unless the day drifted (a day with no history passes)."""
+        return self.status != DriftStatus.DRIFTED
+
+    @property
     def holds(self) -> bool:
         """True when publication must be held (drifted, action hold)."""
         return self.status == DriftStatus.DRIFTED and self.action == DriftAction.HOLD
@@ -192,7 +197,7 @@ class DriftReport:
             labels=asdict(self.labels) | {"moved": self.labels.moved} if self.labels is not None else None,
             moved=self.moved,
             summary=self.summary,
-            passed=self.status != DriftStatus.DRIFTED,
+            passed=self.passed,
         )
         return data
 
