@@ -33,9 +33,8 @@ from harness.fake_candidate import data_file, write_fake_candidate
 from harness.hdfs import MiniHdfs
 from tfship.config import StorageConfig
 from tfship.release.publish import PublishPolicy, publish_candidate
-from tfship.release.serving_dir import fsync_dir, fsync_file
 from tfship.release.transfer import Source
-from tfship.storage import WebHdfsStorage
+from tfship.storage import WebHdfsStorage, fsync_dir, fsync_file
 
 USER = "root"
 MB = 1_000_000

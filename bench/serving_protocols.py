@@ -41,10 +41,21 @@ def start_standin(base: Path, rest_port: int, grpc_port: int, log: Path) -> subp
     """The stand-in as a local process; returns once its REST port is open."""
     env = dict(os.environ, PYTHONPATH=f"{PROJECT_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     process = subprocess.Popen(
-        [sys.executable, "-m", "serving_standin.server", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
-         f"--model_name={MODEL}", f"--model_base_path={base}"],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=PROJECT_ROOT, start_new_session=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "serving_standin.server",
+            f"--port={grpc_port}",
+            f"--rest_api_port={rest_port}",
+            f"--model_name={MODEL}",
+            f"--model_base_path={base}",
+        ],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=PROJECT_ROOT,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 180
     while True:
         with socket.socket() as probe:
@@ -144,8 +155,15 @@ def measure(make_client: Callable[[], Callable[[], None]], clients: int, request
     def pct(q: float) -> float:
         return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")
 
-    return {"ok": len(latencies), "failed": len(failures), "refused": refused, "p50_ms": pct(0.50),
-            "p99_ms": pct(0.99), "rps": len(latencies) / wall, "first_failure": failures[:1]}  # fmt: skip
+    return {
+        "ok": len(latencies),
+        "failed": len(failures),
+        "refused": refused,
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "rps": len(latencies) / wall,
+        "first_failure": failures[:1],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,10 +202,12 @@ def main(argv: list[str] | None = None) -> int:
                         makers[protocol]()()  # warm: the first call traces nothing new, opens the path
                         cell = measure(makers[protocol], clients, args.requests, args.seconds)
                         results[(protocol, rows, clients)] = cell
-                        print(f"{protocol:4} rows={rows:<3} clients={clients:<3} ok={cell['ok']:<5} "
-                              f"failed={cell['failed']:<3} refused={cell['refused']:<3} p50={cell['p50_ms']:7.1f} ms "
-                              f"p99={cell['p99_ms']:7.1f} ms {cell['rps']:7.1f} req/s {cell['first_failure']}",
-                              flush=True)  # fmt: skip
+                        print(
+                            f"{protocol:4} rows={rows:<3} clients={clients:<3} ok={cell['ok']:<5} "
+                            f"failed={cell['failed']:<3} refused={cell['refused']:<3} p50={cell['p50_ms']:7.1f} ms "
+                            f"p99={cell['p99_ms']:7.1f} ms {cell['rps']:7.1f} req/s {cell['first_failure']}",
+                            flush=True,
+                        )
         finally:
             if process is not None:
                 process.kill()

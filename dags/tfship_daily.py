@@ -8,12 +8,11 @@ from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, task
 
 from tfship.config import PROJECT_ROOT, SPARK_CONN_ID, Settings
 from tfship_airflow.alerts import alert_on_failure
-from tfship_airflow.canary import CanaryServingOperator
-from tfship_airflow.deploy import DeployServingOperator
 from tfship_airflow.infra_validate import InfraValidateOperator
 from tfship_airflow.params import with_site_defaults
 from tfship_airflow.publish import SUPERSEDED_KEY, PublishModelOperator
 from tfship_airflow.report import ReleaseReportOperator
+from tfship_airflow.rollout import HOST_RELEASE_KEY, ReleaseHostOperator
 from tfship_airflow.sensors import PartitionReadySensor
 from tfship_airflow.serving import serving_kwargs
 
@@ -141,6 +140,7 @@ with DAG(
             "serving_timeout_s": Param(600, type="integer", minimum=10, maximum=7200, title="Wait for AVAILABLE (s)"),
             "canary_latency_budget_ms": Param(1000, type="number", exclusiveMinimum=0, title="Canary p99 budget (ms)"),
             "canary_concurrency": Param(4, type="integer", minimum=1, maximum=64, title="Canary concurrent clients"),
+            "canary_protocol": Param("rest", type="string", enum=["rest", "grpc"], title="Canary protocol"),
         },
         SETTINGS.param_defaults,
     ),
@@ -246,7 +246,7 @@ with DAG(
 
         return run_training(SETTINGS, choice, day, params, context)
 
-    # A 'no' skips only what follows directly (publication, then deploy and canary by their rules).
+    # A 'no' skips only what follows directly (infra validation, then publication and release by their rules).
     @task.short_circuit(ignore_downstream_trigger_rules=False)
     def evaluate(candidate: dict, day: str, drift: dict | None = None, params=None, **context) -> bool:
         """The evaluation gate (a drift hold included); a 'no' skips infra validation, publication and what follows."""
@@ -289,25 +289,24 @@ with DAG(
         map_index_template="{{ task.host }}",
     ).expand_kwargs([host.to_kwargs() for host in SETTINGS.serving_hosts])
 
-    deploy_serving = DeployServingOperator.partial(
-        task_id="deploy_serving",
+    # Host by host (TFSHIP_ROLLOUT_BATCH at a time), each drained, loaded beside its stable version,
+    # checked through the canary label, promoted or reverted; a failure stops the hosts after it.
+    release_host = ReleaseHostOperator.partial(
+        task_id="release_host",
         model=SETTINGS.model,
-        rest_port=SETTINGS.serving_rest_port,
+        hosts=SETTINGS.serving_hosts,
+        balancer_dir=SETTINGS.balancer_dir,
+        balancer_reload=SETTINGS.balancer_reload,
+        batch_size=SETTINGS.rollout_batch,
+        max_active_tis_per_dagrun=SETTINGS.rollout_batch,
         available_timeout_s="{{ params.serving_timeout_s }}",
-        map_index_template="{{ task.host }}",
-        retries=0,
-    ).expand_kwargs(publish_model.output.map(serving_kwargs))
-
-    canary_serving = CanaryServingOperator.partial(
-        task_id="canary_serving",
-        model=SETTINGS.model,
-        rest_port=SETTINGS.serving_rest_port,
+        canary_protocol="{{ params.canary_protocol }}",
         accuracy_floor="{{ params.accuracy_floor }}",
         concurrency="{{ params.canary_concurrency }}",
         latency_budget_ms="{{ params.canary_latency_budget_ms }}",
         map_index_template="{{ task.host }}",
         retries=0,
-    ).expand_kwargs(deploy_serving.output.map(serving_kwargs))
+    ).expand_kwargs(publish_model.output.map(serving_kwargs))
 
     gate >> infra_validate >> publish_model
     # A teardown of resolve_day: it runs whatever happened in between and, unlike a plain all_done
@@ -322,9 +321,8 @@ with DAG(
         candidate=trained,
         decision=gate["decision"],
         publications=publish_model.output,
-        deployments=deploy_serving.output,
-        canaries=canary_serving.output,
-        holds=[copies.output[SUPERSEDED_KEY] for copies in (publish_model, deploy_serving, canary_serving)],
+        host_releases=[release_host.output, release_host.output[HOST_RELEASE_KEY]],
+        holds=[publish_model.output[SUPERSEDED_KEY]],
         drift=drift,
         infra=infra_validate.output,
         retries=1,

@@ -60,7 +60,7 @@ class AirflowServer:
         self.process: subprocess.Popen[bytes] | None = None
         self._token: str | None = None
 
-    def start(self, timeout_s: float = 180.0) -> None:
+    def start(self, timeout_s: float = 300.0) -> None:
         """Migrate the metadata DB, start standalone and wait until every component reports healthy."""
         self.home.mkdir(parents=True, exist_ok=True)
         migrate = subprocess.run(["airflow", "db", "migrate"], env=self.env, capture_output=True, text=True)

@@ -201,18 +201,28 @@ class MiniCluster:
         (self.base_dir / "stop").unlink(missing_ok=True)
         log_path = self.base_dir / "minicluster.log"
         command = [
-            _java(), "-Xmx1g", "-Djava.net.preferIPv4Stack=true",
+            _java(),
+            "-Xmx1g",
+            "-Djava.net.preferIPv4Stack=true",
             f"-Dtest.build.data={self.base_dir / 'yarn'}",  # MiniYARNCluster's work dir (NM local and log dirs)
-            "-cp", f"{jars}/*:{classes}", "TfshipMiniCluster", str(self.base_dir),
+            "-cp",
+            f"{jars}/*:{classes}",
+            "TfshipMiniCluster",
+            str(self.base_dir),
             *(f"{k}={v}" for k, v in self._properties().items()),
-        ]  # fmt: skip
+        ]
         env = dict(os.environ)
         env.pop("HADOOP_CONF_DIR", None)  # a client conf of an older cluster must not leak in
         with open(log_path, "wb") as log:
             self.process = subprocess.Popen(
-                command, cwd=self.base_dir, env=env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-            )  # fmt: skip
+                command,
+                cwd=self.base_dir,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         deadline = started + timeout_s
         while not conf_xml.exists():
             if self.process.poll() is not None:
@@ -371,10 +381,11 @@ def main(argv: list[str]) -> int:
             "started_in_s": round(cluster.started_in_s, 1),
             # SparkSubmitOperator(conn_id="spark_yarn", yarn_track_via_rm_api=True) polls the RM's REST API.
             "airflow_conn_spark_yarn": {
-                "conn_type": "spark", "host": "yarn",
+                "conn_type": "spark",
+                "host": "yarn",
                 "extra": {"deploy-mode": "cluster", "yarn_resourcemanager_webapp_address": cluster.rm_webapp_url},
             },
-        }  # fmt: skip
+        }
         state.write_text(json.dumps(info))
         print(json.dumps(info, indent=2))
         print(

@@ -112,14 +112,20 @@ def main(argv: list[str] | None = None) -> int:
         print("infra valid.   did not run (the gate held the candidate, or an earlier task failed)")
     hosts = ", ".join(host.serving_dir for host in settings.serving_hosts)
     print(f"model version  {version if version is not None else 'not published'} -> {hosts}")
-    deployed = xcoms.get(("deploy_serving", "return_value")) or {}
-    canary = xcoms.get(("canary_serving", "return_value")) or {}
+    released = xcoms.get(("release_host", "return_value")) or xcoms.get(("release_host", "host_release")) or {}
+    deployed = released.get("deploy") or {}
+    canary = released.get("canary") or {}
     if deployed:
         standin = " (TF-Serving-compatible STAND-IN: tensorflow/serving is not available here)"
         image = deployed.get("image", "")
         print(
             f"serving        {deployed.get('name')} {deployed.get('action')}, image {image}"
             f"{standin if 'standin' in image else ''}, REST {deployed.get('url')}"
+        )
+    if released:
+        print(
+            f"release        host {released.get('host')}: {released.get('step')}, labels {released.get('labels')}, "
+            f"memory {released.get('memory')}"
         )
     if canary:
         latency = canary.get("latency_ms", {})

@@ -49,9 +49,18 @@ SITE_TRIM = ("tensorflow/include",)  # C++ headers for building ops: 290 MB nobo
 STRIP_GLOBS = ("tensorflow/*.so*", "tensorflow/python/*.so")
 SMOKE_TEST = "import tensorflow, numpy, serving_standin.server; print('ok', tensorflow.__version__)"
 SERVER_FILES = (
-    "__init__.py", "server.py", "flags.py", "model_config.py", "models.py", "core.py", "tensors.py", "rest.py",
-    "protos.py", "grpc_api.py", "warmup.py",
-)  # fmt: skip
+    "__init__.py",
+    "server.py",
+    "flags.py",
+    "model_config.py",
+    "models.py",
+    "core.py",
+    "tensors.py",
+    "rest.py",
+    "protos.py",
+    "grpc_api.py",
+    "warmup.py",
+)
 IMAGE_FILES = (*SERVER_FILES, "entrypoint.sh", "tensorflow_model_server", "requirements.lock", "build.py")
 CHANGES = [
     "ENV MODEL_NAME=model",

@@ -116,8 +116,10 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
                     "Only ModelConfigList is currently supported",
                 )
             for index, entry in enumerate(config.model_config_list.config):
-                log(f"Config entry index : {index} path : {entry.base_path} name : {entry.name} "
-                    f"platform : {entry.model_platform}")  # fmt: skip
+                log(
+                    f"Config entry index : {index} path : {entry.base_path} name : {entry.name} "
+                    f"platform : {entry.model_platform}"
+                )
             try:
                 self.core.reload_config_text(text_format.MessageToString(config))
             except ServingError as err:
@@ -132,9 +134,12 @@ def start_grpc_server(core: ServingCore, port: int, max_threads: int) -> grpc.Se
     """Both services on 0.0.0.0:`port`, a pool of `max_threads` workers (--grpc_max_threads)."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max(1, max_threads), thread_name_prefix="grpc"),
-        options=[("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE),
-                 ("grpc.so_reuseport", 0)],
-    )  # fmt: skip
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE),
+            ("grpc.max_send_message_length", MAX_MESSAGE),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(core), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core), server)
     if server.add_insecure_port(f"0.0.0.0:{port}") == 0:

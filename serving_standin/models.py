@@ -6,6 +6,7 @@ TensorFlow is imported only when first needed, so importing the stand-in stays l
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import re
@@ -255,8 +256,10 @@ class ModelManager:
                     servable.signatures, servable.signature_defs = {}, {}
                     still_aspired = servable.version in self._aspired
                 if attempt < self.max_load_retries and still_aspired:
-                    log(f"load of version {servable.version} of model {self.name} failed ({message}); "
-                        f"retry {attempt + 1} of {self.max_load_retries}")  # fmt: skip
+                    log(
+                        f"load of version {servable.version} of model {self.name} failed ({message}); "
+                        f"retry {attempt + 1} of {self.max_load_retries}"
+                    )
                     time.sleep(self.load_retry_interval_s)
                     continue
                 with self.lock:
@@ -315,14 +318,18 @@ class ModelManager:
             return [self.servables[v].status() for v in sorted(self.servables, reverse=True)]
 
     def servable(self, version: int | None) -> Servable:
-        """The latest AVAILABLE version, or the given one if AVAILABLE; else the real NOT_FOUND text."""
+        """A handle on the latest AVAILABLE version, or the given one; else the real NOT_FOUND text.
+
+        The handle is a copy taken under the lock: an unload meanwhile clears the servable's
+        signatures, and a request in flight must still finish with the ones it resolved.
+        """
         with self.lock:
             if version is None:
                 available = [v for v, s in self.servables.items() if s.state == "AVAILABLE"]
                 if not available:
                     raise ServingError("NOT_FOUND", f"Servable not found for request: Latest({self.name})")
-                return self.servables[max(available)]
+                return dataclasses.replace(self.servables[max(available)])
             servable = self.servables.get(version)
             if servable is None or servable.state != "AVAILABLE":
                 raise ServingError("NOT_FOUND", f"Servable not found for request: Specific({self.name}, {version})")
-            return servable
+            return dataclasses.replace(servable)

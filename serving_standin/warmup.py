@@ -36,8 +36,10 @@ def run_warmup(model: str, export_dir: str, servable: Servable, iterations: int)
         log(f"No warmup data file found at {path}")
         return 0
     iterations = iterations if iterations > 0 else 1
-    log(f"Starting to read warmup data for model at {path} with model-warmup-options "
-        f"num_request_iterations: {iterations}")  # fmt: skip
+    log(
+        f"Starting to read warmup data for model at {path} with model-warmup-options "
+        f"num_request_iterations: {iterations}"
+    )
     records = 0
     try:
         for raw in tf.data.TFRecordDataset(path):
@@ -63,6 +65,8 @@ def run_warmup(model: str, export_dir: str, servable: Servable, iterations: int)
         message = f"{err.message}. Please verify your warmup data is in TFRecord format."
         raise ServingError("DATA_LOSS", message) from None
     elapsed_us = int((time.monotonic() - started) * 1e6)
-    log(f"Finished reading warmup data for model at {path}. Number of warmup records read: {records}. "
-        f"Elapsed time (microseconds): {elapsed_us}.")  # fmt: skip
+    log(
+        f"Finished reading warmup data for model at {path}. Number of warmup records read: {records}. "
+        f"Elapsed time (microseconds): {elapsed_us}."
+    )
     return records

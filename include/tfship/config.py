@@ -34,6 +34,10 @@ DEFAULT_SERVING_ROOT = PROJECT_ROOT / "var" / "serving"
 DEFAULT_REST_PORT = 8501
 
 SERVING_DIR_ENV = "TFSHIP_SERVING_DIR"
+SERVING_ADDRESSES_ENV = "TFSHIP_SERVING_ADDRESSES"
+BALANCER_DIR_ENV = "TFSHIP_BALANCER_DIR"
+BALANCER_RELOAD_ENV = "TFSHIP_BALANCER_RELOAD"
+DEFAULT_GRPC_PORT = 8500
 # The old name of SERVING_DIR_ENV, still read for one release (with a warning naming the new one).
 DEPRECATED_SERVING_DIR_ENV = "TFSHIP_SERVING_TARGETS"
 PARAM_DEFAULTS_ENV = "TFSHIP_PARAM_DEFAULTS"
@@ -64,18 +68,53 @@ class StorageConfig:
 
 @dataclass(frozen=True)
 class ServingHost:
-    """One serving host and its serving dir: the model's TF Serving base path on that host."""
+    """One serving host: its serving dir (the model's TF Serving base path there) and where TF Serving answers.
+
+    `address` defaults to the host's name (`local` is loopback); ports to the REST port setting and 8500.
+    """
 
     name: str
     serving_dir: str
+    address: str = ""
+    rest_port: int = DEFAULT_REST_PORT
+    grpc_port: int = DEFAULT_GRPC_PORT
 
     def __post_init__(self) -> None:
         if not self.name or not self.serving_dir.startswith("/"):
             raise ConfigError(f"serving host {self.name!r}={self.serving_dir!r} must look like host=/absolute/dir")
+        if not self.address:
+            object.__setattr__(self, "address", "127.0.0.1" if self.name in ("local", "localhost") else self.name)
+
+    @property
+    def rest_url(self) -> str:
+        """`http://address:rest_port`."""
+        return f"http://{self.address}:{self.rest_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        """`address:grpc_port`."""
+        return f"{self.address}:{self.grpc_port}"
 
     def to_kwargs(self) -> dict[str, str]:
         """`{"host": ..., "serving_dir": ...}`: one mapped task copy's arguments."""
         return {"host": self.name, "serving_dir": self.serving_dir}
+
+
+def _with_addresses(hosts: tuple[ServingHost, ...], value: str, rest_port: int) -> tuple[ServingHost, ...]:
+    """Apply 'host=address[:rest_port[:grpc_port]];...' (TFSHIP_SERVING_ADDRESSES) to the hosts."""
+    known = {host.name: host for host in hosts}
+    for item in (part.strip() for part in value.split(";") if part.strip()):
+        name, _, where = item.partition("=")
+        parts = where.strip().split(":")
+        if name.strip() not in known or not parts[0] or len(parts) > 3:
+            raise ConfigError(
+                f"{SERVING_ADDRESSES_ENV} entry {item!r} must look like host=address[:rest[:grpc]] "
+                f"for a host of {SERVING_DIR_ENV} ({sorted(known)})"
+            )
+        ports = [_port(SERVING_ADDRESSES_ENV, p) for p in parts[1:]]
+        host = known[name.strip()]
+        known[host.name] = ServingHost(host.name, host.serving_dir, parts[0], *(ports or [rest_port]))
+    return tuple(known[host.name] for host in hosts)
 
 
 def parse_serving_hosts(value: str) -> tuple[ServingHost, ...]:
@@ -148,6 +187,12 @@ class Settings:
     # Empty means one local host serving from DEFAULT_SERVING_ROOT/<model> (see `serving_hosts`).
     configured_hosts: tuple[ServingHost, ...] = ()
     serving_rest_port: int = DEFAULT_REST_PORT
+    # The load balancer in front of the serving hosts (nginx): the directory of its generated upstreams
+    # and how to make it reload ("pid:/run/nginx.pid" or "docker:<container>"); empty: no balancer.
+    balancer_dir: str = ""
+    balancer_reload: str = ""
+    # Hosts released at once in a rolling release (the rest keep serving the stable version meanwhile).
+    rollout_batch: int = 1
     # Param name -> default for this environment (scheduled runs carry no conf); checked by the DAG's Params.
     param_defaults: Mapping[str, Any] = field(default_factory=dict)
     # When the schedule begins and whether the scheduler fills the days since then (catchup).
@@ -159,6 +204,10 @@ class Settings:
         check_name("model", self.model)
         if self.raw_wait_timeout_s <= 0 or self.raw_poke_interval_s <= 0:
             raise ConfigError("raw wait timeout and poke interval must be positive seconds")
+        if self.rollout_batch < 1:
+            raise ConfigError(f"TFSHIP_ROLLOUT_BATCH={self.rollout_batch}: at least one host at a time")
+        if bool(self.balancer_dir) != bool(self.balancer_reload):
+            raise ConfigError("TFSHIP_BALANCER_DIR and TFSHIP_BALANCER_RELOAD go together: set both or neither")
         self.storage  # noqa: B018 - refuses an HDFS root without endpoints now, not at first use
 
     @property
@@ -169,7 +218,8 @@ class Settings:
     @property
     def serving_hosts(self) -> tuple[ServingHost, ...]:
         """Every serving host, in the configured order (default: one local host)."""
-        return self.configured_hosts or (ServingHost("local", str(DEFAULT_SERVING_ROOT / self.model)),)
+        default = ServingHost("local", str(DEFAULT_SERVING_ROOT / self.model), rest_port=self.serving_rest_port)
+        return self.configured_hosts or (default,)
 
     def serving_host(self, name: str) -> ServingHost:
         """The serving host called `name`, or an error listing the known ones."""
@@ -188,10 +238,22 @@ class Settings:
         if env.get("TFSHIP_WEBHDFS_ENDPOINTS"):
             kwargs["webhdfs_endpoints"] = _split_endpoints(env["TFSHIP_WEBHDFS_ENDPOINTS"])
         serving = _serving_dir_value(env)
-        if serving:
-            kwargs["configured_hosts"] = parse_serving_hosts(serving)
-        if env.get(REST_PORT_ENV):
-            kwargs["serving_rest_port"] = _port(REST_PORT_ENV, env[REST_PORT_ENV])
+        hosts = parse_serving_hosts(serving) if serving else ()
+        rest_port = _port(REST_PORT_ENV, env[REST_PORT_ENV]) if env.get(REST_PORT_ENV) else DEFAULT_REST_PORT
+        kwargs["serving_rest_port"] = rest_port
+        if hosts:
+            hosts = tuple(ServingHost(h.name, h.serving_dir, rest_port=rest_port) for h in hosts)
+            kwargs["configured_hosts"] = _with_addresses(hosts, env.get(SERVING_ADDRESSES_ENV, ""), rest_port)
+        for key, name in (("balancer_dir", BALANCER_DIR_ENV), ("balancer_reload", BALANCER_RELOAD_ENV)):
+            if env.get(name):
+                kwargs[key] = env[name]
+        if env.get("TFSHIP_ROLLOUT_BATCH"):
+            try:
+                kwargs["rollout_batch"] = int(env["TFSHIP_ROLLOUT_BATCH"])
+            except ValueError:
+                raise ConfigError(
+                    f"TFSHIP_ROLLOUT_BATCH={env['TFSHIP_ROLLOUT_BATCH']!r} is not a whole number"
+                ) from None
         if env.get(PARAM_DEFAULTS_ENV, "").strip():
             kwargs["param_defaults"] = _param_defaults(env[PARAM_DEFAULTS_ENV])
         if env.get("TFSHIP_LOCAL_WORK_DIR"):

@@ -39,6 +39,7 @@ class HostStatus(StrEnum):
     NO_CANARY = "no canary"
     SKIPPED = "skipped"
     SUPERSEDED = "superseded"  # the host already held a later day's version: left alone
+    STOPPED = "stopped"  # the rolling release stopped at an earlier host: this one was never touched
 
 
 class VersionState(StrEnum):
@@ -57,6 +58,29 @@ class LogEvent(StrEnum):
     CANARY = "canary"
     ROLLBACK = "rollback"
     PUBLICATION_FAILED = "publication_failed"  # a host-side check failed; nothing was published
+
+
+class ServingLabel(StrEnum):
+    """TF Serving version labels a host's model config carries: clients use stable, the canary checks canary."""
+
+    STABLE = "stable"
+    CANARY = "canary"
+
+
+class RolloutStep(StrEnum):
+    """Where one host's release ended (the per-host record of a rolling release)."""
+
+    PROMOTED = "promoted"  # the new version serves as stable
+    ROLLED_BACK = "rolled back"  # its canary failed: the previous version is stable again
+    STOPPED = "stopped"  # an earlier host failed: this host was never touched
+    SUPERSEDED = "superseded"  # a later version already sits here: left alone
+
+
+class Protocol(StrEnum):
+    """How a client speaks to TF Serving."""
+
+    REST = "rest"
+    GRPC = "grpc"
 
 
 class ContainerChange(StrEnum):

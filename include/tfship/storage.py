@@ -37,6 +37,24 @@ class Storage(Protocol):
     def makedirs(self, path: str) -> None: ...
 
 
+def fsync_file(path: Path) -> None:
+    """Make a written file's data durable (fsync applies to the inode, whichever descriptor)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (creations, renames) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _temp_sibling(path: str) -> str:
     head, name = posixpath.split(path)
     return posixpath.join(head, f".{name}.inprogress-{os.getpid()}")

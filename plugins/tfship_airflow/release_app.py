@@ -38,7 +38,9 @@ def served_versions(model: str, hosts: Sequence[str], port: int, timeout_s: floa
     def ask(host: str) -> dict[str, Any]:
         client = ServingClient(rest_base_url(host, port), model, timeout_s=timeout_s)
         try:
-            return client.served().to_dict()
+            served = client.served().to_dict()
+            labels = {label: client.labelled_version(label) for label in ("stable", "canary")}
+            return {**served, "labels": {name: version for name, version in labels.items() if version}}
         except requests.RequestException as err:
             return {"version": None, "state": "UNREACHABLE", "error": f"{client.model_url()}: {type(err).__name__}"}
         except Exception as err:  # noqa: BLE001 - one odd host must not take the page down

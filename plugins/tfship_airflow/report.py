@@ -39,6 +39,8 @@ class ReleaseReportOperator(BaseOperator):
     :param publications: `PublishResult` dicts, one per host that published. Templated.
     :param deployments: `DeployResult` dicts. Templated.
     :param canaries: `CanaryResult` dicts. Templated.
+    :param host_releases: sequences of `HostRelease` dicts from a rolling release (`release_host`'s outputs
+        and the records its stopped or failed copies left); their deploy and canary count as above. Templated.
     :param holds: sequences of `{"host", "reason"}` left by copies that skipped because a later
         version had overtaken theirs (the XCom key "superseded" of publish, deploy and canary). Templated.
     :param drift: check_drift's report (a `DriftReport` dict). Templated.
@@ -53,6 +55,7 @@ class ReleaseReportOperator(BaseOperator):
         "publications",
         "deployments",
         "canaries",
+        "host_releases",
         "holds",
         "drift",
         "infra",
@@ -72,6 +75,7 @@ class ReleaseReportOperator(BaseOperator):
         publications: Any = (),
         deployments: Any = (),
         canaries: Any = (),
+        host_releases: Any = (),
         holds: Any = (),
         drift: Any = None,
         infra: Any = None,
@@ -87,28 +91,24 @@ class ReleaseReportOperator(BaseOperator):
         self.publications = publications
         self.deployments = deployments
         self.canaries = canaries
+        self.host_releases = host_releases
         self.holds = holds
         self.drift = drift
         self.infra = infra
 
-    def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
-        """Render as usual, but a keyed XCom its task never pushed (it failed or never ran) is a missing piece.
+    def render_template(self, content: Any, context: Any, jinja_env: Any = None, seen_oids: Any = None) -> Any:
+        """As BaseOperator's, except that a task which never pushed (failed, skipped) gives None.
 
-        Airflow raises XComNotFound for such a key (the gate's "decision" when evaluate did not run),
-        which would fail this task and leave the run without a record.
+        The report runs after any outcome: a run that stopped at the sensor still gets its record,
+        at once, instead of failing on a missing XCom and waiting out its retries.
         """
-        from airflow.sdk.definitions.xcom_arg import XComArg
         from airflow.sdk.exceptions import XComNotFound
 
-        for name in self.template_fields:
-            value = getattr(self, name)
-            if isinstance(value, XComArg):
-                try:
-                    value.resolve(context)
-                except XComNotFound:
-                    self.log.warning("%s: no XCom (its task failed or did not run): recorded as missing", name)
-                    setattr(self, name, None)
-        super().render_template_fields(context, jinja_env)
+        try:
+            return super().render_template(content, context, jinja_env, seen_oids)
+        except XComNotFound as missing:
+            self.log.info("no value for the report: %s", missing)
+            return None
 
     def _day(self, context: Mapping[str, Any]) -> str | None:
         """D from `day`; if resolve_day failed (no value), from the run itself."""
@@ -149,6 +149,16 @@ class ReleaseReportOperator(BaseOperator):
         deployed = _by_host(self.deployments)
         canaries = _by_host(self.canaries)
         superseded = self._superseded()
+        rollouts: dict[str, Mapping[str, Any]] = {}
+        for releases in self.host_releases or ():
+            for host_release in _by_host(releases).values():
+                rollouts[host_release["host"]] = host_release
+                if host_release.get("deploy"):
+                    deployed.setdefault(host_release["host"], host_release["deploy"])
+                if host_release.get("canary"):
+                    canaries.setdefault(host_release["host"], host_release["canary"])
+                if host_release.get("step") == "superseded":
+                    superseded.setdefault(host_release["host"], host_release.get("reason", ""))
         versions, canary_list = [], []
         for host in self.hosts:
             version = published.get(host.name, {}).get("version")
@@ -169,6 +179,7 @@ class ReleaseReportOperator(BaseOperator):
             deploys=[deployed.get(host.name) for host in self.hosts],
             canaries=canary_list,
             superseded=[superseded.get(host.name) for host in self.hosts],
+            rollouts=[rollouts.get(host.name) for host in self.hosts],
             dag_id=context["ti"].dag_id,
             drift=self.drift if isinstance(self.drift, Mapping) else None,
             infra=self.infra if isinstance(self.infra, Mapping) else None,

@@ -59,11 +59,9 @@ def test_daily_dag_graph(dagbag):
         "evaluate": {"train", "resolve_day", "check_drift"},
         "infra_validate": {"evaluate", "train", "resolve_day"},
         "publish_model": {"infra_validate", "train", "resolve_day"},
-        "deploy_serving": {"publish_model"},
-        "canary_serving": {"deploy_serving"},
+        "release_host": {"publish_model"},
         "report_release": {
-            "canary_serving",
-            "deploy_serving",
+            "release_host",
             "publish_model",
             "infra_validate",
             "evaluate",
@@ -102,9 +100,9 @@ def test_cross_validation_is_mapped_and_publication_is_mapped_per_host(dagbag):
     dag = dagbag.dags["tfship_daily"]
     assert dag.get_task("cross_validate").is_mapped
     assert dag.get_task("publish_model").is_mapped
-    # Host h's deploy and canary are expanded from what host h's copy upstream returned.
-    for task_id in ("deploy_serving", "canary_serving"):
-        assert dag.get_task(task_id).is_mapped
+    # Host h's release is expanded from what host h's publication returned, one batch of hosts at a time.
+    release = dag.get_task("release_host")
+    assert release.is_mapped and release.max_active_tis_per_dagrun == 1
 
 
 def test_xcom_edges_are_data_not_template_strings(dagbag):

@@ -154,6 +154,13 @@ def test_an_incomplete_partition_times_out_naming_the_path(tmp_path: Path):
     output = done.stdout + done.stderr
     assert done.returncode != 0
     assert f"file://{tmp_path}/raw/mnist/dt=2026-10-01/_SUCCESS did not appear within 3s" in output
+    # The report still runs, at once (not after retries on the XComs nobody pushed), and records the stop.
+    assert "[DAG TEST] end task task_id=report_release" in output
+    assert "Task failed with exception" not in output.split("starting task_id=report_release")[-1]
+    [record_file] = (tmp_path / "releases" / "mnist" / "2026-10-01").glob("*.json")
+    record = json.loads(record_file.read_text())
+    assert (record["day"], record["status"], record["version"]) == ("2026-10-01", "failed", None), record
+    assert record["summary"] == "no training result: train failed or did not run", record
 
 
 def test_a_manual_day_without_data_is_refused_before_any_work(tmp_path: Path):

@@ -99,6 +99,26 @@ def test_metrics_and_canary_set_describe_the_model(trained):
     assert Path(directory, "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_candidate_carries_tf_servings_warmup_requests_made_from_its_canary_rows(trained):
+    import tensorflow as tf
+
+    storage, result = trained
+    directory = Path(storage.uri(result["candidate"]).removeprefix("file://"))
+    path = directory / "assets.extra" / "tf_serving_warmup_requests"
+    assert path.is_file() and "assets.extra/tf_serving_warmup_requests" in {
+        entry.path for entry in read_manifest(storage, result["candidate"]).files
+    }
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    logs = [prediction_log_pb2.PredictionLog.FromString(raw.numpy()) for raw in tf.data.TFRecordDataset(str(path))]
+    sizes = [tf.make_ndarray(log.predict_log.request.inputs["input_image"]).shape for log in logs]
+    assert sizes == [(n, 28, 28, 1) for n in (1, 1, 1, 1, 8, 8, 32, 32)]
+    canary = json.loads((directory / "canary.json").read_text())
+    first = tf.make_ndarray(logs[0].predict_log.request.inputs["input_image"])
+    np.testing.assert_array_equal(first[0], np.asarray(canary["instances"][0], dtype=np.float32))
+    assert all(log.predict_log.request.model_spec.signature_name == "serving_default" for log in logs)
+
+
 def test_same_day_data_and_params_give_the_same_candidate(trained, tmp_path):
     storage, first = trained
     again = finish(train_process(storage, tmp_path / "fresh-work"))

@@ -82,11 +82,12 @@ def rm_app(cluster, app_id: str) -> dict:
         return json.load(answer)["app"]
 
 
-# -- (a), (b): a 2-executor job reading and writing hdfs:// in both deploy modes ------------
+# -- (a), (b), (f): a 2-executor job reading and writing hdfs:// in both deploy modes, and
+#    nothing listening beyond loopback while it runs --------------------------------------
 
 
 @pytest.mark.parametrize("deploy_mode", ["client", "cluster"])
-def test_word_count_on_two_executors_reads_and_writes_hdfs(yarn_cluster, deploy_mode):
+def test_word_count_on_two_executors_on_loopback_only(yarn_cluster, tmp_path, deploy_mode):
     rng = random.Random(7)
     words = ["alpha", "beta", "gamma", "delta", "epsilon"]
     lines = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 12))) for _ in range(2000)]
@@ -94,14 +95,17 @@ def test_word_count_on_two_executors_reads_and_writes_hdfs(yarn_cluster, deploy_
     base = f"/tests/wordcount-{deploy_mode}"
     hdfs_put(yarn_cluster, f"{base}/input.txt", ("\n".join(lines) + "\n").encode())
 
+    # After counting, both executors hold a task until the test has looked at every socket.
+    signal_dir = tmp_path / "signals"
+    signal_dir.mkdir()
     source, output = f"{yarn_cluster.rpc_uri}{base}/input.txt", f"{yarn_cluster.rpc_uri}{base}/out"
-    code, log, seconds = submit(yarn_cluster, "count", source, output, deploy_mode=deploy_mode)
-    assert code == 0, log[-4000:]
+    found, by_role, seconds = sockets_while_held(yarn_cluster, tmp_path, signal_dir, deploy_mode, source, output)
 
     counts = dict(json.loads(line) for line in hdfs_text_lines(yarn_cluster, f"{base}/out/counts"))
     assert counts == dict(expected)
     result = summary(yarn_cluster, f"{base}/out")
     assert result["master"] == "yarn" and result["deploy_mode"] == deploy_mode
+    assert result["held"] == [0, 1], result
     app_id = result["application_id"]
     # Tasks ran in two distinct YARN containers of this application (the two executors).
     assert len(result["task_containers"]) == 2, result
@@ -113,6 +117,18 @@ def test_word_count_on_two_executors_reads_and_writes_hdfs(yarn_cluster, deploy_
     app = rm_app(yarn_cluster, app_id)  # what the Airflow provider's yarn_track_via_rm_api reads
     assert (app["state"], app["finalStatus"]) == ("FINISHED", "SUCCEEDED"), app
     print(f"{deploy_mode} word count: {seconds:.1f}s end to end, {app['elapsedTime'] / 1000:.1f}s in YARN")
+
+    outside = [(pid, address) for pid, address in found if address.rsplit(":", 1)[0] not in LOOPBACK_HOSTS]
+    assert outside == [], outside
+    # NameNode, DataNode, ResourceManager and NodeManager servers (14 here); each executor's RPC
+    # and block manager; the driver's RPC, block manager and UI: in the spark-submit process in
+    # client mode, in the ApplicationMaster's container in cluster mode.
+    assert by_role["cluster"] >= 10, found
+    if deploy_mode == "client":
+        assert by_role["client"] >= 3 and by_role["container"] >= 4, found
+    else:
+        assert by_role["container"] >= 7, found
+    print(f"listening sockets, all on loopback: {dict(by_role)}")
 
 
 # -- (c): a 2-task barrier stage sees both tasks' addresses ---------------------------------
@@ -184,7 +200,7 @@ def test_barrier_stage_needing_more_slots_than_exist_fails_fast(yarn_cluster):
     assert float(took.group(1)) < 60_000, f"the job failed only after {took.group(1)} ms"
 
 
-# -- (f): nothing listens beyond loopback while the cluster and a job run -------------------
+# -- helpers for (f): sockets of the cluster, the containers and spark-submit -------------
 
 
 def listeners(pids: set[int]) -> list[tuple[int, str]]:
@@ -199,41 +215,28 @@ def listeners(pids: set[int]) -> list[tuple[int, str]]:
     return found
 
 
-@pytest.mark.parametrize("deploy_mode", ["client", "cluster"])
-def test_nothing_listens_beyond_loopback_while_a_job_runs(yarn_cluster, tmp_path, deploy_mode):
-    signal_dir = tmp_path / "signals"
-    signal_dir.mkdir()
-    output = f"{yarn_cluster.rpc_uri}/tests/hold-{deploy_mode}"
-    command = yarn_cluster.submit_command(APP, "hold", "2", str(signal_dir), output, deploy_mode=deploy_mode)
+def sockets_while_held(cluster, tmp_path: Path, signal_dir: Path, deploy_mode: str, *app_args: str):
+    """Run `count ... <signal_dir>`; once both executors hold, list every listening socket, then release."""
+    command = cluster.submit_command(APP, "count", *app_args, str(signal_dir), deploy_mode=deploy_mode)
     log_path = tmp_path / "spark-submit.log"
+    started = time.monotonic()
     with open(log_path, "w") as log:
-        driver = subprocess.Popen(command, env=yarn_cluster.spark_env(), stdout=log, stderr=subprocess.STDOUT)
+        driver = subprocess.Popen(command, env=cluster.spark_env(), stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 300
         while len(list(signal_dir.glob("started-*"))) < 2:  # both executors are running a task
             assert driver.poll() is None, log_path.read_text()[-4000:]
             assert time.monotonic() < deadline, log_path.read_text()[-4000:]
             time.sleep(0.5)
-        cluster_pid = yarn_cluster.process.pid
+        cluster_pid = cluster.process.pid
         containers = set(descendants(cluster_pid))
         client = {driver.pid, *descendants(driver.pid)}
         found = listeners({cluster_pid} | containers | client)
     finally:
         (signal_dir / "release").touch()
     assert driver.wait(timeout=300) == 0, log_path.read_text()[-4000:]
-
-    outside = [(pid, address) for pid, address in found if address.rsplit(":", 1)[0] not in LOOPBACK_HOSTS]
-    assert outside == [], outside
+    assert len({pid for pid, _ in found if pid in containers}) >= 2, found
     by_role = collections.Counter(
         "cluster" if pid == cluster_pid else "container" if pid in containers else "client" for pid, _ in found
     )
-    # NameNode, DataNode, ResourceManager and NodeManager servers (14 here); each executor's RPC
-    # and block manager; the driver's RPC, block manager and UI: in the spark-submit process in
-    # client mode, in the ApplicationMaster's container in cluster mode.
-    assert by_role["cluster"] >= 10, found
-    if deploy_mode == "client":
-        assert by_role["client"] >= 3 and by_role["container"] >= 4, found
-    else:
-        assert by_role["container"] >= 7, found
-    assert len({pid for pid, _ in found if pid in containers}) >= 2, found
-    print(f"listening sockets, all on loopback: {dict(by_role)}")
+    return found, by_role, time.monotonic() - started

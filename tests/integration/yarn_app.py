@@ -3,9 +3,11 @@
 Every command writes its result as one JSON document to `<output>/summary` (a Spark text
 output with one part), so the test reads it back from HDFS in client and cluster mode alike.
 
-  count <input> <output>          word counts of a text file -> <output>/counts (JSON lines)
+  count <input> <output> [<signal_dir>]
+                                  word counts of a text file -> <output>/counts (JSON lines);
+                                  with a signal dir, two tasks then mark `started-<i>` and
+                                  wait for `release`
   barrier <n> <output>            one barrier stage of n tasks; each reports getTaskInfos()
-  hold <n> <signal_dir> <output>  n tasks that mark `started-<i>` and wait for `release`
 """
 
 from __future__ import annotations
@@ -56,18 +58,17 @@ def main(argv: list[str]) -> int:
     }
     command, *args = argv
     if command == "count":
-        source, output = args
+        source, output, *signal_dir = args
         counts = sc.textFile(source, minPartitions=4).flatMap(str.split).map(lambda w: (w, 1)).reduceByKey(add, 4)
         counts.map(json.dumps).saveAsTextFile(f"{output}/counts")
         summary["task_containers"] = sorted(set(sc.parallelize(range(8), 8).map(_task_container).collect()))
+        if signal_dir:  # the test looks at listening sockets while both executors hold a task
+            summary["held"] = sc.parallelize(range(2), 2).mapPartitionsWithIndex(_hold(signal_dir[0])).collect()
     elif command == "barrier":
         n, output = int(args[0]), args[1]
         started = time.monotonic()
         summary["tasks"] = sc.parallelize(range(n), n).barrier().mapPartitions(_barrier_report).collect()
         summary["barrier_seconds"] = round(time.monotonic() - started, 1)
-    elif command == "hold":
-        n, signal_dir, output = int(args[0]), args[1], args[2]
-        summary["held"] = sc.parallelize(range(n), n).mapPartitionsWithIndex(_hold(signal_dir)).collect()
     else:
         raise SystemExit(f"unknown command {command}")
     sc.parallelize([json.dumps(summary)], 1).saveAsTextFile(f"{output}/summary")

@@ -16,7 +16,8 @@ from tfship.alerts import publish_failure_alert
 from tfship.config import StorageConfig
 from tfship.release.publish import PublishError, PublishPolicy, publish_candidate
 from tfship.release.serving_dir import Publication, ServingDir
-from tfship.release.transfer import Source, TokenBucket
+from tfship.release.throttle import TokenBucket
+from tfship.release.transfer import Source
 
 DAY = dt.date(2026, 3, 1)
 FAST = PublishPolicy(backoff_s=0.0)

@@ -182,20 +182,22 @@ def _kill_publication_halfway(site: Site, run_id: str, stop: threading.Event) ->
         time.sleep(0.05)
 
 
-def _stop_serving_before_canary(site: Site, run_id: str, stop: threading.Event) -> None:
-    """As soon as the canary is due (or deploy is done), stop the serving container: the endpoint goes away."""
+def _stop_serving_mid_release(site: Site, version: int, stop: threading.Event) -> None:
+    """The moment the new version is told to load beside the stable one, stop the serving container."""
     import docker
 
     client = docker.DockerClient(base_url=site.docker_url)
+    state = site.serving / "serving.json"
     while not stop.is_set():
-        deploy = site.ti(run_id, "deploy_serving", 0)
-        canary = site.ti(run_id, "canary_serving", 0)
-        canary_due = (canary or {}).get("state") in ("scheduled", "queued", "running")
-        if (deploy or {}).get("state") == "success" or canary_due:
+        try:
+            loading = version in json.loads(state.read_text())["versions"]
+        except (OSError, ValueError, KeyError):
+            loading = False
+        if loading:
             client.containers.get("tfserving-mnist").stop(timeout=0)
-            site.faults["serving_stopped_with_canary"] = (canary or {}).get("state")
+            site.faults["serving_stopped_mid_release"] = version
             return
-        time.sleep(0.2)
+        time.sleep(0.05)
 
 
 def _wait_state(site: Site, run_id: str, task_id: str, states: tuple[str, ...], timeout_s: float) -> dict[str, Any]:
@@ -252,19 +254,17 @@ def test_two_scheduled_days_with_faults_cleared_end_like_an_uninterrupted_run(si
     assert list(site.serving.glob(".staging-*")), "the killed publication left no staging directory behind"
     site.clear(first["dag_run_id"], "publish_model", 0)
 
-    # Day 2: the serving endpoint disappears when the canary is due; on-call brings it back and clears the canary.
+    # Day 2: the serving container is stopped while the new version loads; on-call clears the host's release,
+    # whose rerun recreates the container and releases the version.
     second = site.wait_run(SCHEDULED_DAYS[1], "scheduled", timeout_s=600)
     stop = threading.Event()
-    stopper = threading.Thread(target=_stop_serving_before_canary, args=(site, second["dag_run_id"], stop), daemon=True)
+    new = _version(SCHEDULED_DAYS[1])
+    stopper = threading.Thread(target=_stop_serving_mid_release, args=(site, new, stop), daemon=True)
     stopper.start()
-    failed = _wait_state(site, second["dag_run_id"], "canary_serving", ("failed", "success"), 900)
+    failed = _wait_state(site, second["dag_run_id"], "release_host", ("failed", "success"), 900)
     stop.set()
-    assert failed["state"] == "failed", f"the canary passed before the endpoint could be stopped: {site.faults}"
-    import docker
-
-    docker.DockerClient(base_url=site.docker_url).containers.get("tfserving-mnist").start()
-    _wait_available(_version(SCHEDULED_DAYS[1]))
-    site.clear(second["dag_run_id"], "canary_serving", 0)
+    assert failed["state"] == "failed", f"the release passed before the container could be stopped: {site.faults}"
+    site.clear(second["dag_run_id"], "release_host", 0)
     finished = site.server.wait_for_runs(DAG_ID, 2, timeout_s=600, where=lambda r: r["run_type"] == "scheduled")
     assert [r["state"] for r in finished] == ["success", "success"], site.server.log_tail()
     (ARTIFACTS / "timings.txt").open("a").write(f"two scheduled days with faults: {time.monotonic() - started:.0f}s\n")
@@ -282,29 +282,16 @@ def test_two_scheduled_days_with_faults_cleared_end_like_an_uninterrupted_run(si
     assert [(c["version"], c["passed"]) for c in canaries] == [(_version(d), True) for d in SCHEDULED_DAYS]
     # Serving ends on the newer day's model.
     assert _available_versions(site.served()) == [_version(SCHEDULED_DAYS[1])]
-    # The canary's failure reached the webhook with the task's log URL.
-    alerts = [a for a in site.webhook.wait_for(1, timeout_s=30) if "canary_serving" in json.dumps(a)]
+    # The release's failure reached the webhook with the task's log URL, naming the stopped container.
+    alerts = [a for a in site.webhook.wait_for(1, timeout_s=30) if "release_host" in json.dumps(a)]
     assert alerts, site.webhook.received
     text = json.dumps(alerts[0])
-    assert f"{site.server.base_url}/dags/{DAG_ID}/runs/" in text and "/tasks/canary_serving" in text
-    assert "unreachable" in text and f"D={SCHEDULED_DAYS[1].isoformat()}" in text
+    assert f"{site.server.base_url}/dags/{DAG_ID}/runs/" in text and "/tasks/release_host" in text
+    assert "exited" in text and f"D={SCHEDULED_DAYS[1].isoformat()}" in text
 
 
 def _available_versions(status: dict[str, Any]) -> list[int]:
     return sorted(int(v["version"]) for v in status["model_version_status"] if v["state"] == "AVAILABLE")
-
-
-def _wait_available(version: int, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:8501/v1/models/mnist/versions/{version}", timeout=5) as a:
-                if json.loads(a.read())["model_version_status"][0]["state"] == "AVAILABLE":
-                    return
-        except OSError:
-            pass
-        time.sleep(1)
-    raise AssertionError(f"version {version} not AVAILABLE after {timeout_s}s")
 
 
 def test_backfill_from_the_ui_stores_candidates_and_leaves_serving_on_the_newest(site: Site, scheduled_days):

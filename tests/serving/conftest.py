@@ -146,9 +146,17 @@ def serving_model(request: pytest.FixtureRequest, docker_api) -> Iterator[str]:
     from tfship.serving.container import MODEL_LABEL
 
     name = "t-" + request.node.name.lower().replace("_", "-")[5:40].strip("-")
+
+    def remove_ours() -> None:
+        labelled = docker_api.containers(all=True, filters={"label": f"{MODEL_LABEL}={name}"})
+        named = docker_api.containers(all=True, filters={"name": f"^/tfserving-{name}"})
+        for container in {c["Id"]: c for c in [*labelled, *named]}.values():
+            docker_api.remove_container(container["Id"], force=True)
+
+    # Before too: a run killed mid-test (or a CI clone on the same engine) leaves containers with these names.
+    remove_ours()
     yield name
-    for container in docker_api.containers(all=True, filters={"label": f"{MODEL_LABEL}={name}"}):
-        docker_api.remove_container(container["Id"], force=True)
+    remove_ours()
 
 
 @pytest.fixture

@@ -35,8 +35,13 @@ def _band_weights() -> np.ndarray:
     return weights
 
 
-def export_model(directory: Path, kind: str = "good", *, canary_rows: int = 64, seed: int = 7) -> Path:
-    """Write a version directory: SavedModel + canary.json. kind: good, constant or no_variables."""
+def export_model(
+    directory: Path, kind: str = "good", *, canary_rows: int = 64, seed: int = 7, warmup: bool = False
+) -> Path:
+    """Write a version directory: SavedModel + canary.json (+ warmup records).
+
+    kind: good, constant, no_variables, or big (good, plus 60 MB of unused weights: memory to account for).
+    """
     import tensorflow as tf
 
     weights = _band_weights() if kind != "constant" else np.zeros((IMAGE_SIDE * IMAGE_SIDE, CLASSES), np.float32)
@@ -46,6 +51,8 @@ def export_model(directory: Path, kind: str = "good", *, canary_rows: int = 64, 
             super().__init__()
             self.weights = tf.Variable(weights)
             self.bias = tf.Variable(np.zeros(CLASSES, np.float32))
+            if kind == "big":
+                self.ballast = tf.Variable(np.ones(15_000_000, np.float32))
 
         @tf.function(input_signature=[tf.TensorSpec([None, IMAGE_SIDE, IMAGE_SIDE, 1], tf.float32, name="input_image")])
         def serve(self, input_image: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -66,6 +73,10 @@ def export_model(directory: Path, kind: str = "good", *, canary_rows: int = 64, 
         "probabilities": offline.astype(float).tolist(),
     }
     (directory / "canary.json").write_text(json.dumps(canary))
+    if warmup:  # what training exports: TF Serving replays them before the version is AVAILABLE
+        from tfship.serving.warmup import write_warmup
+
+        write_warmup(directory, model="any", instances=canary["instances"], input_name="input_image")
     if kind == "no_variables":
         shutil.rmtree(directory / "variables")
     return directory

@@ -29,8 +29,9 @@ from tfship.days import parse_day
 from tfship.errors import ConfigError, TfshipError
 from tfship.release.gate import newer_day_served
 from tfship.release.manifest import MANIFEST_FILE, Manifest, parse_manifest
-from tfship.release.serving_dir import LOCK_FILE, LockBusy, ModelVersion, Publication, ServingDir, fsync_dir
+from tfship.release.serving_dir import LOCK_FILE, LockBusy, ModelVersion, Publication, ServingDir
 from tfship.release.transfer import Source, Transfer, TransferError, TransferPolicy
+from tfship.storage import fsync_dir
 
 HOST_ENDPOINT = "-"  # what a host-side failure names as its endpoint: the source is not at fault
 _HOST_CHECKS = {

@@ -10,6 +10,8 @@ A serving dir is the model's TF Serving base path on a host::
         .rejected/<version>[-k]/ versions taken out of service; their numbers are never reused
         .publish.lock            flock held by the one publication writing here
         releases.jsonl           the release log: publications, canary verdicts, rollbacks
+        serving.json             which versions the server keeps loaded and its labels (stable, canary)
+        models.config            the same as TF Serving's model config file (a file: never a version)
 
 Version numbers are `YYYYMMDD * 100 + n` for day D (n = 0, 1, ... for retrains of that day), so
 numbers grow with data time and a backfill's older model always gets a lower number.
@@ -27,7 +29,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +37,15 @@ from tfship.constants import LogEvent
 from tfship.days import day_number
 from tfship.errors import ConfigError, TfshipError
 from tfship.release.manifest import MANIFEST_FILE
+from tfship.storage import fsync_dir
 
 RELEASE_LOG = "releases.jsonl"
 STAGING_PREFIX = ".staging-"
 PRUNING_PREFIX = ".pruning-"
 REJECTED_DIR = ".rejected"
 LOCK_FILE = ".publish.lock"
+SERVING_STATE = "serving.json"
+MODEL_CONFIG = "models.config"
 MAX_RETRAINS_PER_DAY = 100
 _NUMERIC = re.compile(r"[0-9]+")  # TF Serving's rule: a base-10 integer name is a version
 _LEADING_NUMBER = re.compile(r"^([0-9]+)")
@@ -81,24 +86,6 @@ class ModelVersion(int):
     def n(self) -> int:
         """Which retrain of day D this is (0 for the first)."""
         return int(self) % 100
-
-
-def fsync_file(path: Path) -> None:
-    """Make a written file's data durable (fsync applies to the inode, whichever descriptor)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a directory's entries (creations, renames) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -201,6 +188,29 @@ class ReleaseLog:
         return found
 
 
+@dataclass(frozen=True)
+class ServedVersions:
+    """What a host's server is told to keep loaded (a `specific` version policy) and its version labels."""
+
+    versions: tuple[int, ...] = ()
+    labels: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "versions", tuple(sorted({int(v) for v in self.versions})))
+        object.__setattr__(self, "labels", {str(k): int(v) for k, v in self.labels.items()})
+        stray = {k: v for k, v in self.labels.items() if v not in self.versions}
+        if stray:
+            raise ConfigError(f"labels {stray} point at versions not kept loaded {list(self.versions)}")
+
+    def label(self, name: str) -> ModelVersion | None:
+        """The version a label points at, if any."""
+        return ModelVersion(self.labels[name]) if name in self.labels else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {"versions": list(self.versions), "labels": dict(self.labels)}
+
+
 class LockBusy(TfshipError):
     """Another publication into the same serving dir is running."""
 
@@ -230,6 +240,25 @@ class ServingDir:
     def staging_dir(self, digest: str) -> Path:
         """Where a publication of `digest` is assembled before its rename."""
         return self.path / f"{STAGING_PREFIX}{digest}"
+
+    def served(self) -> ServedVersions | None:
+        """What the server was last told to keep loaded, or None before the first labelled release."""
+        path = self.path / SERVING_STATE
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return ServedVersions(tuple(data.get("versions") or ()), data.get("labels") or {})
+
+    def write_served(self, served: ServedVersions, model_config: str) -> None:
+        """Write the state and TF Serving's model config file for it, each atomically and durably."""
+        for name, text in ((SERVING_STATE, json.dumps(served.to_dict(), sort_keys=True)), (MODEL_CONFIG, model_config)):
+            temp = self.path / f".{name}.tmp"
+            with open(temp, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, self.path / name)
+        fsync_dir(self.path)
 
     @property
     def rejected_dir(self) -> Path:

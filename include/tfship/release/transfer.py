@@ -28,10 +28,9 @@ from tfship.config import StorageConfig
 from tfship.constants import PublishCheck
 from tfship.errors import ConfigError, StorageError, TfshipError
 from tfship.release.manifest import MANIFEST_FILE, FileEntry, Manifest, ManifestError, parse_manifest
-from tfship.release.serving_dir import fsync_file
-from tfship.storage import LocalStorage, Storage, WebHdfsStorage
+from tfship.release.throttle import TokenBucket, read_chunk_size
+from tfship.storage import LocalStorage, Storage, WebHdfsStorage, fsync_file
 
-UNLIMITED_CHUNK = 4 << 20
 _RETRIABLE_HDFS_EXCEPTIONS = frozenset({"RetriableException", "StandbyException", "SafeModeException"})
 
 log = logging.getLogger(__name__)
@@ -103,47 +102,6 @@ class TransferPolicy:
             raise ConfigError(f"file_attempts={self.file_attempts} must be at least 1")
         if self.deadline_s <= 0 or self.backoff_s < 0 or self.backoff_factor < 1:
             raise ConfigError("deadline must be positive, backoff >= 0 and backoff factor >= 1")
-
-
-class TokenBucket:
-    """A byte-rate limiter: `take(n)` sleeps just long enough to keep the average at `rate` B/s.
-
-    The bucket starts empty and holds at most `burst` bytes, so short pauses between files
-    (WebHDFS round trips) are made up for, but the long-run rate never exceeds the limit.
-    """
-
-    def __init__(
-        self,
-        rate: int,
-        *,
-        burst: int | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.rate = rate
-        self.burst = burst if burst is not None else max(64 * 1024, rate // 4)
-        self._clock, self._sleep = clock, sleep
-        self._tokens = 0.0
-        self._last = clock()
-        self._lock = threading.Lock()
-
-    def take(self, amount: int) -> None:
-        """Account for `amount` bytes, sleeping while the bucket is in debt (safe from several streams)."""
-        if self.rate <= 0:
-            return
-        with self._lock:
-            now = self._clock()
-            self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self.rate) - amount
-            self._last = now
-            debt = -self._tokens
-        if debt > 0:
-            # Each stream sleeps off the debt it found: together they average the one rate.
-            self._sleep(debt / self.rate)
-
-
-def read_chunk_size(rate_limit_bps: int) -> int:
-    """Read size: 4 MiB unlimited (fewer round trips through urllib3); about 1/16 s of bytes when limited."""
-    return UNLIMITED_CHUNK if rate_limit_bps <= 0 else max(4096, min(UNLIMITED_CHUNK, rate_limit_bps // 16))
 
 
 def transient_kind(err: BaseException) -> PublishCheck | None:

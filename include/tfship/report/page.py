@@ -23,7 +23,7 @@ table{border-collapse:collapse;margin:4px 0 12px}th,td{border:1px solid #d9dee3;
 th{background:#f3f5f7;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .status{display:inline-block;white-space:nowrap;padding:1px 8px;border-radius:10px;font-weight:600;color:#fff;
 background:#7b8794}
-.status-released{background:#2f9e44}.status-held{background:#b08900}.status-failed{background:#c92a2a}
+.status-released,.status-promoted{background:#2f9e44}.status-held{background:#b08900}.status-failed{background:#c92a2a}
 .status-rolled-back{background:#d9480f}.ok{color:#2f9e44;font-weight:600}.bad{color:#c92a2a;font-weight:600}
 .muted{color:#7b8794}.served{font-size:18px;font-weight:700}.drift td{background:#fff4e6}
 .notes{background:#fff4e6;border:1px solid #ffd8a8;padding:6px 10px;margin:8px 0}
@@ -107,8 +107,8 @@ def _served_section(hosts: Mapping[str, Mapping[str, Any]], records: Sequence[Ma
                 newest_released.setdefault(entry.get("host"), version)
     out = [
         "<h2>Serving now</h2>",
-        '<table id="serving"><tr><th>Host</th><th>Version</th><th>State</th><th>Day D</th><th>Digest</th>'
-        "<th>Run</th></tr>",
+        '<table id="serving"><tr><th>Host</th><th>Version</th><th>State</th><th>Labels</th><th>Day D</th>'
+        "<th>Digest</th><th>Run</th></tr>",
     ]
     for host, state in hosts.items():
         version = state.get("version")
@@ -129,12 +129,13 @@ def _served_section(hosts: Mapping[str, Mapping[str, Any]], records: Sequence[Ma
             f'<td id="served-{_e(host)}" class="served num" data-version="{_data(version)}">'
             f"{_e(version)}</td>"
             f"<td>{state_text}</td>"
+            f'<td class="labels">{_labels_text(state.get("labels"))}</td>'
             f"<td>{_e((record or {}).get('day'))}</td>"
             f'<td><code title="{_e(digest)}">{_e(digest[:12] if isinstance(digest, str) else None)}</code></td>'
             f"<td>{_e((record or {}).get('run_id'))}</td></tr>"
         )
     if not hosts:
-        out.append('<tr><td colspan="6" class="muted">no serving host configured</td></tr>')
+        out.append('<tr><td colspan="7" class="muted">no serving host configured</td></tr>')
     out.append("</table>")
     return out
 
@@ -200,6 +201,7 @@ def _release_section(record: Mapping[str, Any], artifact_url: Callable[[str, str
         out.append("</table>")
     else:
         out.append('<p class="muted" id="canary">no canary verdict in this run</p>')
+    out += _rollout_section(record)
     path = candidate.get("path")
     if path:
         out += [
@@ -210,6 +212,40 @@ def _release_section(record: Mapping[str, Any], artifact_url: Callable[[str, str
             'alt="training curves" loading="lazy"><figcaption>training curves (training.png)</figcaption></figure>',
         ]
     out.append("</section>")
+    return out
+
+
+def _labels_text(labels: Any) -> str:
+    """`stable=v canary=v`, or an em dash."""
+    if not isinstance(labels, Mapping) or not labels:
+        return "—"
+    return " ".join(f"{_e(name)}={_e(version)}" for name, version in sorted(labels.items()))
+
+
+def _rollout_section(record: Mapping[str, Any]) -> list[str]:
+    """The rolling release of the run: hosts in the order they went, where each ended, its labels and memory."""
+    hosts = sorted(
+        (h for h in record.get("hosts") or [] if h.get("rollout")), key=lambda h: h["rollout"].get("order") or 0
+    )
+    if not hosts:
+        return []
+    out = [
+        "<h2>Rollout</h2>",
+        '<table id="rollout"><tr><th>#</th><th>Host</th><th>Step</th><th>Labels after</th><th>Previous</th>'
+        "<th>Memory peak (MB, two versions)</th><th>Drained</th><th>Why</th></tr>",
+    ]
+    for host in hosts:
+        rollout = host["rollout"]
+        memory = rollout.get("memory") or {}
+        out.append(
+            f'<tr id="rollout-{_e(host.get("host"))}" data-step="{_e(rollout.get("step"))}">'
+            f'<td class="num">{_e(rollout.get("order"))}</td><td>{_e(host.get("host"))}</td>'
+            f"<td>{_status_badge(rollout.get('step'))}</td><td>{_labels_text(rollout.get('labels'))}</td>"
+            f'<td class="num">{_e(rollout.get("previous"))}</td>'
+            f'<td class="num">{_e(memory.get("peak_mb"))} of {_e(memory.get("limit_mb"))}</td>'
+            f"<td>{'yes' if rollout.get('drained') else 'no'}</td><td>{_e(rollout.get('reason') or '')}</td></tr>"
+        )
+    out.append("</table>")
     return out
 
 

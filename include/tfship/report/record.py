@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tfship.constants import DriftStatus, HostStatus, ReleaseStatus
+from tfship.constants import DriftStatus, HostStatus, ReleaseStatus, RolloutStep
 from tfship.days import parse_day
 from tfship.errors import ConfigError, PathEscapeError, StorageError
 from tfship.paths import check_name, model_releases_dir, normalize_relative, release_record_path
@@ -100,12 +100,25 @@ def _infra(result: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return {**result, "log_tail": list(result.get("log_tail") or [])[-MAX_LOG_LINES:]}
 
 
+def _rollout(record: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not record:
+        return None
+    keys = ("order", "step", "previous", "labels", "memory", "drained", "reason")
+    return {key: record.get(key) for key in keys}
+
+
 def _host_status(
-    published: int | None, deploy: Any, canary: Mapping[str, Any] | None, superseded: str | None = None
+    published: int | None,
+    deploy: Any,
+    canary: Mapping[str, Any] | None,
+    superseded: str | None = None,
+    rollout: Mapping[str, Any] | None = None,
 ) -> HostStatus:
     """What happened on one host, in the words of the page."""
     if superseded:
         return HostStatus.SUPERSEDED
+    if rollout and rollout.get("step") == RolloutStep.STOPPED:
+        return HostStatus.STOPPED
     if canary is not None:
         if canary.get("passed"):
             return HostStatus.RELEASED
@@ -142,6 +155,8 @@ def _summary(
             parts.append(f"canary failed on {host['host']} ({checks}) and the rollback failed")
         elif host["status"] == HostStatus.CANARY_FAILED:
             parts.append(f"canary failed on {host['host']} ({checks})")
+        elif host["status"] == HostStatus.STOPPED:
+            parts.append(f"{host['host']}: untouched (the rollout stopped at an earlier host)")
         else:
             parts.append(f"{host['host']}: {host['status']}")
     return "; ".join(parts)
@@ -160,12 +175,15 @@ def release_record(
     canaries: Sequence[Mapping[str, Any] | None] | None = None,
     dag_id: str | None = None,
     superseded: Sequence[str | None] | None = None,
+    rollouts: Sequence[Mapping[str, Any] | None] | None = None,
     drift: Mapping[str, Any] | None = None,
     infra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The JSON-ready record of one run; per-host sequences follow `hosts`, a missing piece is None.
 
-    `drift` is check_drift's report, `infra` infra_validate's result (None when they did not run).
+    `rollouts` are the hosts' parts of a rolling release (order, step, labels, memory); a host whose
+    copy stopped because an earlier host failed is recorded as stopped. `drift` is check_drift's
+    report, `infra` infra_validate's result (None when they did not run).
     """
     check_name("model", model)
     day = parse_day(day).isoformat()
@@ -174,6 +192,7 @@ def release_record(
     deploy_list = _aligned(deploys, len(hosts))
     canary_list = [_canary(record) for record in _aligned(canaries, len(hosts))]
     superseded_list = _aligned(superseded, len(hosts))
+    rollout_list = [_rollout(record) for record in _aligned(rollouts, len(hosts))]
     candidate, gate = _candidate(train), _gate(decision)
     held = gate is not None and not gate["publish"]
     host_entries = [
@@ -182,11 +201,12 @@ def release_record(
             "published_version": version,
             "deploy": dict(deploy) if deploy else None,
             "canary": canary,
-            "status": str(HostStatus.SKIPPED if held else _host_status(version, deploy, canary, newer)),
+            "status": str(HostStatus.SKIPPED if held else _host_status(version, deploy, canary, newer, rollout)),
             **({"superseded": newer} if newer and not held else {}),
+            **({"rollout": rollout} if rollout else {}),
         }
-        for host, version, deploy, canary, newer in zip(
-            hosts, versions, deploy_list, canary_list, superseded_list, strict=True
+        for host, version, deploy, canary, newer, rollout in zip(
+            hosts, versions, deploy_list, canary_list, superseded_list, rollout_list, strict=True
         )
     ]
     published_versions = [v for v in versions if v is not None]
@@ -216,7 +236,7 @@ def release_record(
             )
         elif states == {HostStatus.RELEASED}:
             status = ReleaseStatus.RELEASED
-        elif states <= {HostStatus.RELEASED, HostStatus.ROLLED_BACK}:
+        elif states <= {HostStatus.RELEASED, HostStatus.ROLLED_BACK, HostStatus.STOPPED}:
             status = ReleaseStatus.ROLLED_BACK
         else:
             status = ReleaseStatus.FAILED

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tfship.constants import Protocol
 from tfship.errors import ConfigError, TfshipError
 from tfship.serving.client import ServingClient
 
@@ -82,6 +83,7 @@ class CanaryPolicy:
     sum_tolerance: float = 1e-3
     latency_budget_ms: float = 1000.0  # on p99 of batch requests
     request_timeout_s: float = 30.0
+    protocol: Protocol = Protocol.REST
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.concurrency < 1:
@@ -89,6 +91,7 @@ class CanaryPolicy:
         for name in ("accuracy_floor", "min_argmax_agreement"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be within [0, 1]")
+        object.__setattr__(self, "protocol", Protocol(self.protocol))
         if self.max_abs_diff < 0 or self.sum_tolerance < 0 or self.latency_budget_ms <= 0:
             raise ConfigError("max_abs_diff, sum_tolerance must be >= 0 and latency_budget_ms > 0")
 
@@ -199,6 +202,14 @@ class CanaryResult:
         )
 
 
+def _where(base_url: str, grpc_target: str | None, model: str, version: int, label: str | None, policy) -> str:
+    """The address the canary spoke to, for the verdict."""
+    if policy.protocol == Protocol.GRPC:
+        return f"grpc://{grpc_target} {model} " + (f"label {label}" if label else f"version {int(version)}")
+    path = f"/v1/models/{model}" + (f"/labels/{label}" if label else f"/versions/{int(version)}")
+    return f"{base_url.rstrip('/')}{path}:predict"
+
+
 def percentile(values: Sequence[float], share: float) -> float:
     """Nearest-rank percentile (share in [0, 1])."""
     ordered = sorted(values)
@@ -208,25 +219,47 @@ def percentile(values: Sequence[float], share: float) -> float:
     return ordered[rank - 1]
 
 
+def _client(base_url: str, grpc_target: str | None, model: str, policy: CanaryPolicy) -> Any:
+    if policy.protocol == Protocol.GRPC:
+        if not grpc_target:
+            raise ConfigError("a gRPC canary needs the server's gRPC address (host:port)")
+        from tfship.serving.grpc_client import GrpcServingClient
+
+        return GrpcServingClient(grpc_target, model, timeout_s=policy.request_timeout_s)
+    return ServingClient(base_url, model, timeout_s=policy.request_timeout_s)
+
+
 def run_canary(
-    base_url: str, model: str, version: int, canary: CanarySet, policy: CanaryPolicy | None = None
+    base_url: str,
+    model: str,
+    version: int,
+    canary: CanarySet,
+    policy: CanaryPolicy | None = None,
+    *,
+    label: str | None = None,
+    grpc_target: str | None = None,
 ) -> CanaryVerdict:
-    """Send the canary set to the pinned version from concurrent clients and judge the answers."""
+    """Send the canary set to `version` (or to the `label` that should point at it) from concurrent clients.
+
+    Over REST to `base_url`, or over gRPC to `grpc_target` when the policy says so; the answers
+    are judged alike.
+    """
     import numpy as np
 
     policy = policy or CanaryPolicy()
     starts = list(range(0, len(canary), policy.batch_size))
+    pin = {"label": label} if label is not None else {"version": version}
 
     def send(start: int) -> tuple[int, float, int, dict[str, Any] | None, str | None]:
-        client = ServingClient(base_url, model, timeout_s=policy.request_timeout_s)
+        client = _client(base_url, grpc_target, model, policy)
         batch = canary.instances[start : start + policy.batch_size]
         began = time.perf_counter()
         try:
-            code, body = client.predict(batch, version=version, signature_name=canary.signature_name)
+            code, body = client.predict(batch, **pin, signature_name=canary.signature_name)
         except Exception as err:  # noqa: BLE001 - a refused or timed-out request is a canary failure, not a crash
             return start, (time.perf_counter() - began) * 1000, 0, None, f"{type(err).__name__}: {err}"
         finally:
-            client.session.close()
+            client.close()
         elapsed = (time.perf_counter() - began) * 1000
         if code != 200:
             return start, elapsed, code, None, f"HTTP {code}: {body.get('error', body)}"
@@ -296,7 +329,7 @@ def run_canary(
     return CanaryVerdict(
         model=model,
         version=int(version),
-        url=f"{ServingClient(base_url, model).model_url(version)}:predict",
+        url=_where(base_url, grpc_target, model, version, label, policy),
         rows=expected_rows,
         batches=len(starts),
         concurrency=policy.concurrency,

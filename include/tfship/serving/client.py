@@ -115,15 +115,26 @@ class ServingClient:
         """Close the HTTP session."""
         self.session.close()
 
-    def model_url(self, version: int | None = None) -> str:
-        """`/v1/models/<m>` or `/v1/models/<m>/versions/<v>`."""
+    def model_url(self, version: int | None = None, label: str | None = None) -> str:
+        """`/v1/models/<m>`, `/v1/models/<m>/versions/<v>` or `/v1/models/<m>/labels/<l>`."""
         url = f"{self.base_url}/v1/models/{self.model}"
+        if version is not None and label is not None:
+            raise ValueError("give a version or a label, not both")
+        if label is not None:
+            return f"{url}/labels/{label}"
         return url if version is None else f"{url}/versions/{int(version)}"
 
     def version_status(self, version: int | None = None) -> tuple[int, dict[str, Any]]:
         """(HTTP status, body) of the status call; raises requests' errors when nothing answers."""
         response = self.session.get(self.model_url(version), timeout=self.timeout_s)
         return response.status_code, _json_body(response)
+
+    def labelled_version(self, label: str) -> int | None:
+        """The version a label points at now (from the label's metadata), or None when the label is unknown."""
+        response = self.session.get(f"{self.model_url(label=label)}/metadata", timeout=self.timeout_s)
+        if response.status_code != 200:
+            return None
+        return int(_json_body(response).get("model_spec", {}).get("version", 0)) or None
 
     def served(self) -> ServedState:
         """What the model serves now (raises requests' errors when nothing answers)."""
@@ -140,11 +151,16 @@ class ServingClient:
         return None
 
     def predict(
-        self, instances: Any, *, version: int | None = None, signature_name: str = "serving_default"
+        self,
+        instances: Any,
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        signature_name: str = "serving_default",
     ) -> tuple[int, dict[str, Any]]:
-        """(HTTP status, body) of a row-format predict, pinned to `version` when given."""
+        """(HTTP status, body) of a row-format predict, pinned to `version` or `label` when given."""
         response = self.session.post(
-            f"{self.model_url(version)}:predict",
+            f"{self.model_url(version, label)}:predict",
             data=json.dumps({"signature_name": signature_name, "instances": instances}),
             headers={"Content-Type": "application/json"},
             timeout=self.timeout_s,

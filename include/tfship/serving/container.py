@@ -18,6 +18,7 @@ from typing import Any
 from tfship.constants import ContainerChange
 from tfship.errors import ConfigError
 from tfship.paths import check_name
+from tfship.release.serving_dir import MODEL_CONFIG
 from tfship.serving.client import ServingError
 from tfship.serving.server_config import validate_flags
 
@@ -28,6 +29,7 @@ CONTAINER_PREFIX = "tfserving-"
 SPEC_HASH_LABEL = "tfship.spec-hash"
 MODEL_LABEL = "tfship.model"
 MANAGED_LABEL = "tfship.managed"
+HOST_LABEL = "tfship.host"
 MANAGED_VALUE = "tfserving"
 CONFIG_MOUNT = "/etc/tfship/models.config"
 RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")
@@ -41,11 +43,15 @@ class ServingSpec:
 
     model: str
     serving_dir: str
+    host: str = "local"  # one container per model and host; several "hosts" may share one engine (tests, compose)
     image: str = REAL_IMAGE
     grpc_port: int = 8500
     rest_port: int = 8501
     poll_wait_s: int = 1
     model_config_file: str | None = None
+    # Serve from the serving dir's own model config (version policy and stable/canary labels), changed
+    # at run time through ModelService.HandleReloadConfigRequest: the container stays when labels move.
+    labelled: bool = False
     extra_flags: tuple[str, ...] = ()
     restart_policy: str = "unless-stopped"
     memory_limit: str | None = "2g"
@@ -68,6 +74,8 @@ class ServingSpec:
             raise ConfigError(f"poll_wait_s={self.poll_wait_s!r}: hot reload needs a poll of at least 1 s")
         if self.restart_policy not in RESTART_POLICIES:
             raise ConfigError(f"restart_policy {self.restart_policy!r} is not one of {RESTART_POLICIES}")
+        if self.labelled and self.model_config_file:
+            raise ConfigError("a labelled spec serves the serving dir's own model config: give no model_config_file")
         if self.model_config_file is not None and not self.model_config_file.startswith("/"):
             raise ConfigError(f"model_config_file {self.model_config_file!r} must be an absolute path")
         object.__setattr__(self, "extra_flags", validate_flags(self.extra_flags))
@@ -81,8 +89,9 @@ class ServingSpec:
 
     @property
     def container_name(self) -> str:
-        """`tfserving-<model>`: one container per host and model."""
-        return f"{CONTAINER_PREFIX}{self.model}"
+        """`tfserving-<model>` on the local host, `tfserving-<model>-<host>` for a named one."""
+        suffix = "" if self.host in ("", "local") else f"-{self.host}"
+        return f"{CONTAINER_PREFIX}{self.model}{suffix}"
 
     @property
     def mount_path(self) -> str:
@@ -98,6 +107,12 @@ class ServingSpec:
         ]
         if self.model_config_file:
             flags.append(f"--model_config_file={CONFIG_MOUNT}")
+        if self.labelled:
+            # Only a label not yet assigned may name a loading version: at start-up every label is new.
+            flags += [
+                f"--model_config_file={self.mount_path}/{MODEL_CONFIG}",
+                "--allow_version_labels_for_unavailable_models=true",
+            ]
         return [*flags, *self.extra_flags]
 
     def environment(self) -> dict[str, str]:
@@ -119,7 +134,12 @@ class ServingSpec:
 
     def labels(self) -> dict[str, str]:
         """Labels that find the container again (model, managed) and tell its spec (hash)."""
-        return {SPEC_HASH_LABEL: self.spec_hash(), MODEL_LABEL: self.model, MANAGED_LABEL: MANAGED_VALUE}
+        return {
+            SPEC_HASH_LABEL: self.spec_hash(),
+            MODEL_LABEL: self.model,
+            HOST_LABEL: self.host or "local",
+            MANAGED_LABEL: MANAGED_VALUE,
+        }
 
     def create_kwargs(self, api: Any) -> dict[str, Any]:
         """Arguments for `APIClient.create_container`."""
@@ -172,7 +192,14 @@ def find_containers(api: Any, spec: ServingSpec) -> list[dict[str, Any]]:
     """Every container with our name or our model's labels, running or not (leftovers included)."""
     by_name = api.containers(all=True, filters={"name": f"^/{spec.container_name}$"})
     by_label = api.containers(
-        all=True, filters={"label": [f"{MODEL_LABEL}={spec.model}", f"{MANAGED_LABEL}={MANAGED_VALUE}"]}
+        all=True,
+        filters={
+            "label": [
+                f"{MODEL_LABEL}={spec.model}",
+                f"{HOST_LABEL}={spec.host or 'local'}",
+                f"{MANAGED_LABEL}={MANAGED_VALUE}",
+            ]
+        },
     )
     found: dict[str, dict[str, Any]] = {}
     for container in [*by_name, *by_label]:
@@ -298,3 +325,15 @@ class DeployResult:
             data.get("downtime_s"),
             data.get("available_after_s"),
         )
+
+
+def parse_memory(limit: str | None) -> int:
+    """A Docker memory limit ("512m", "2g", bytes) in bytes; 0 for none."""
+    if not limit:
+        return 0
+    text = str(limit).strip().lower().removesuffix("b")
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    try:
+        return int(float(text[:-1]) * units[text[-1]]) if text[-1] in units else int(text)
+    except (ValueError, IndexError):
+        raise ConfigError(f"memory limit {limit!r} is not a Docker size (512m, 2g, bytes)") from None

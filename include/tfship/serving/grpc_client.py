@@ -16,11 +16,24 @@ from tfship.paths import check_name
 
 # TF Serving's REST status map (http_server.cc ToHTTPStatusCode), keyed by gRPC status code name.
 HTTP_STATUS = {
-    "OK": 200, "CANCELLED": 499, "UNKNOWN": 500, "INVALID_ARGUMENT": 400, "DEADLINE_EXCEEDED": 504,
-    "NOT_FOUND": 404, "ALREADY_EXISTS": 409, "PERMISSION_DENIED": 403, "RESOURCE_EXHAUSTED": 429,
-    "FAILED_PRECONDITION": 400, "ABORTED": 409, "OUT_OF_RANGE": 400, "UNIMPLEMENTED": 501, "INTERNAL": 500,
-    "UNAVAILABLE": 503, "DATA_LOSS": 500, "UNAUTHENTICATED": 401,
-}  # fmt: skip
+    "OK": 200,
+    "CANCELLED": 499,
+    "UNKNOWN": 500,
+    "INVALID_ARGUMENT": 400,
+    "DEADLINE_EXCEEDED": 504,
+    "NOT_FOUND": 404,
+    "ALREADY_EXISTS": 409,
+    "PERMISSION_DENIED": 403,
+    "RESOURCE_EXHAUSTED": 429,
+    "FAILED_PRECONDITION": 400,
+    "ABORTED": 409,
+    "OUT_OF_RANGE": 400,
+    "UNIMPLEMENTED": 501,
+    "INTERNAL": 500,
+    "UNAVAILABLE": 503,
+    "DATA_LOSS": 500,
+    "UNAUTHENTICATED": 401,
+}
 DEFAULT_SIGNATURE = "serving_default"
 
 
@@ -101,10 +114,13 @@ class GrpcServingClient:
         signatures = get_model_metadata_pb2.SignatureDefMap()
         response.metadata["signature_def"].Unpack(signatures)
         return 200, {
-            "model_spec": {"name": response.model_spec.name, "signature_name": "",
-                           "version": str(response.model_spec.version.value)},
+            "model_spec": {
+                "name": response.model_spec.name,
+                "signature_name": "",
+                "version": str(response.model_spec.version.value),
+            },
             "metadata": {"signature_def": json_format.MessageToDict(signatures, preserving_proto_field_name=True)},
-        }  # fmt: skip
+        }
 
     def _inputs(self, version: int | None, label: str | None, signature_name: str) -> tuple[int, dict[str, Any]]:
         """(200, the signature's inputs by name) read once per version/label, or the metadata call's error."""
@@ -165,8 +181,15 @@ class GrpcServingClient:
         return (code, {}) if code == 200 else (code, response)
 
 
-_DTYPES = {"DT_FLOAT": "float32", "DT_DOUBLE": "float64", "DT_INT32": "int32", "DT_INT64": "int64",
-           "DT_STRING": "string", "DT_BOOL": "bool", "DT_UINT8": "uint8"}  # fmt: skip
+_DTYPES = {
+    "DT_FLOAT": "float32",
+    "DT_DOUBLE": "float64",
+    "DT_INT32": "int32",
+    "DT_INT64": "int64",
+    "DT_STRING": "string",
+    "DT_BOOL": "bool",
+    "DT_UINT8": "uint8",
+}
 
 
 def _error_code_name(code: int) -> str:

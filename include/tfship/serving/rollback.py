@@ -44,6 +44,14 @@ def reject_versions(
     previous = serving_dir.newest()
     if previous is None:
         raise CanaryError(f"no version is left in {serving_dir.path} after rejecting {list(versions)}: nothing serves")
+    previous_canary = verify_serves(serving_dir, client, previous, timeout_s=timeout_s, policy=policy)
+    return RollbackResult(tuple(int(v) for v in versions), tuple(moved), int(previous), previous_canary)
+
+
+def verify_serves(
+    serving_dir: ServingDir, client: ServingClient, previous: int, *, timeout_s: float, policy: CanaryPolicy | None
+) -> dict | None:
+    """Wait until `previous` is AVAILABLE and answers its own canary set (or one predict); its verdict."""
     try:
         client.wait_until_available(previous, timeout_s=timeout_s)
     except ServingError as err:
@@ -61,7 +69,7 @@ def reject_versions(
         code, body = client.predict([[[[0]] * 28] * 28], version=previous)
         if code != 200:
             raise CanaryError(f"version {previous} serves again but a predict got HTTP {code}: {body}")
-    return RollbackResult(tuple(int(v) for v in versions), tuple(moved), int(previous), previous_canary)
+    return previous_canary
 
 
 def versions_to_reject(serving_dir: ServingDir, wanted: str | int) -> list[int]:

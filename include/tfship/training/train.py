@@ -1,7 +1,8 @@
 """Train with tf.distribute on a day's features, export for TF Serving, upload a candidate.
 
 The candidate directory is a TF Serving version directory (saved_model.pb, variables/)
-plus metrics.json, training.png, canary.json and, written last, MANIFEST.json. It is
+plus metrics.json, training.png, canary.json, TF Serving's warmup requests (made from the canary
+rows, in assets.extra/) and, written last, MANIFEST.json. It is
 uploaded under a hidden name and renamed to models/<model>/candidates/<D>-<digest8>.
 Nothing in it depends on the clock, so the same data and parameters give the same digest.
 """
@@ -23,6 +24,7 @@ from tfship.days import day_number
 from tfship.errors import TfshipError
 from tfship.paths import candidate_dir
 from tfship.release.manifest import FileEntry, build_manifest, md5_of_stream, write_manifest
+from tfship.serving.warmup import write_warmup
 from tfship.storage import Storage
 from tfship.training.features_io import LocalFeatures, make_dataset, parse_records, stage_features
 from tfship.training.model import HParams, build_model, export_for_serving, load_serving_fn
@@ -315,7 +317,15 @@ def train_and_export(storage: Storage, config: TrainConfig, *, env: Mapping[str,
         "history": [{k: round(v, 6) for k, v in entry.items()} for entry in history],
     }
     (local / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    (local / "canary.json").write_text(json.dumps(golden_set(serving_fn, features.files["eval"])))
+    canary = golden_set(serving_fn, features.files["eval"])
+    (local / "canary.json").write_text(json.dumps(canary))
+    write_warmup(
+        local,
+        model=config.model,
+        instances=canary["instances"],
+        input_name=canary["input_name"],
+        signature_name=canary["signature_name"],
+    )
     title = f"{config.model} {config.day.isoformat()} {config.hparams.config_id}"
     plot_training(history, local / "training.png", title)
     for name, data in config.extra_files.items():
