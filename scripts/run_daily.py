@@ -104,10 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gate           {'PUBLISH' if decision.get('publish') else 'HOLD'}: {decision.get('reason')}")
     if infra:
         seconds = infra.get("seconds") or {}
-        print(
-            f"infra valid.   {'PASSED' if infra.get('passed') else 'FAILED'}: {infra.get('reason')} "
-            f"(throwaway container {infra.get('container')}, {seconds.get('total')} s)"
+        where = (
+            f"recorded by run {infra.get('run_id')}, no container started"
+            if infra.get("reused")
+            else f"throwaway container {infra.get('container')}, {seconds.get('total')} s"
         )
+        print(f"infra valid.   {'PASSED' if infra.get('passed') else 'FAILED'}: {infra.get('reason')} ({where})")
     else:
         print("infra valid.   did not run (the gate held the candidate, or an earlier task failed)")
     hosts = ", ".join(host.serving_dir for host in settings.serving_hosts)

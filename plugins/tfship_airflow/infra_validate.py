@@ -29,6 +29,8 @@ class InfraValidateOperator(BaseOperator):
     goes beside the candidate (`models/<m>/infra_validation/<D>-<digest8>.json`) and to XCom (a
     failed run pushes it too, for the release record). A failure of the candidate fails the task
     without retries, with an alert naming the check; a failure of Docker or storage is retried.
+    A rerun (a cleared task, a retry after the record was written) whose candidate already passed
+    on the same image returns that recorded pass (`reused`: true) without starting a container.
 
     :param candidate: the candidate's path on the storage root (`train`'s output). Templated.
     :param day: D of the run (the version number the throwaway server sees). Templated.
@@ -88,15 +90,27 @@ class InfraValidateOperator(BaseOperator):
         from airflow.providers.docker.hooks.docker import DockerHook
 
         from tfship.alerts import build_alert
+        from tfship.paths import infra_validation_path
         from tfship.release.transfer import Source
         from tfship.serving.canary import CanaryPolicy
         from tfship.serving.container import choose_image
-        from tfship.serving.infra_checks import write_result
+        from tfship.serving.infra_checks import recorded_pass, write_result
         from tfship.serving.infra_validate import InfraPolicy, validate_candidate
 
         engine = docker_url(self.docker_url)
         api = DockerHook(docker_conn_id=None, base_url=engine, version="auto").get_conn()
         image = choose_image(api, self.image or None, build_standin=lambda: build_standin_image(engine))
+        storage = self.storage.open()
+        recorded = recorded_pass(storage, str(self.candidate), image=image)
+        if recorded is not None:
+            where = storage.uri(infra_validation_path(str(self.candidate)))
+            self.log.info(
+                "\n%s\n  already passed in run %s (same digest, same image), recorded at %s: no container started",
+                recorded.render(),
+                recorded.run_id,
+                where,
+            )
+            return recorded.to_dict() | {"record": where, "reused": True}
         # The canary's shape, not its latency: a cold throwaway container on a busy worker is no benchmark.
         canary = CanaryPolicy(
             concurrency=2,
@@ -117,7 +131,6 @@ class InfraValidateOperator(BaseOperator):
             policy=InfraPolicy(available_timeout_s=float(self.available_timeout_s), canary=canary),
             run_id=context.get("run_id"),
         )
-        storage = self.storage.open()
         path = write_result(storage, result)
         data = result.to_dict() | {"record": storage.uri(path)}
         block = result.render()

@@ -80,6 +80,10 @@ def test_daily_dag_graph(dagbag):
     # Nothing reaches a host unless infra validation passed: publication waits for all of its upstream.
     assert dag.get_task("publish_model").trigger_rule == "all_success"
     assert dag.get_task("infra_validate").trigger_rule == "all_success"
+    # A "no" from the gate skips infra validation (its direct downstream), so a held run starts no container.
+    gate = dag.get_task("evaluate")
+    assert gate.downstream_task_ids == {"infra_validate", "report_release"}
+    assert type(gate).__name__ == "_ShortCircuitDecoratedOperator" and gate.ignore_downstream_trigger_rules is False
 
 
 def test_preprocess_is_a_spark_submit_on_spark_default_with_the_run_day(dagbag):

@@ -4,13 +4,15 @@ A good candidate passes and is published. A SavedModel with a wrong signature, o
 variables and one whose outputs are not probabilities are each stopped with the reason: the run
 fails, publish_model never runs, the serving dir and its releases.jsonl keep every byte, the alert
 names the failed check, and the result is recorded beside the candidate. No container or scratch
-copy is left behind either way.
+copy is left behind either way. A rerun of a candidate that passed stands on the recorded pass
+without starting a container; a gate that says no skips infra validation altogether.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from pathlib import Path
 
 import pendulum
@@ -50,9 +52,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
     return site
 
 
-def _run(site: Site, kind: str, image: str, docker_url: str):
-    """A DAG as the daily one wires it: infra_validate >> publish_model, run once with dag.test()."""
-    from airflow.sdk import DAG
+def _run(site: Site, kind: str, image: str, docker_url: str, *, gate: bool | None = None):
+    """A DAG as the daily one wires it: [evaluate >>] infra_validate >> publish_model, run once with dag.test().
+
+    With `gate`, the daily DAG's short circuit comes first and answers that.
+    """
+    from airflow.sdk import DAG, task
 
     from tfship.config import StorageConfig
     from tfship_airflow.infra_validate import InfraValidateOperator
@@ -60,7 +65,7 @@ def _run(site: Site, kind: str, image: str, docker_url: str):
 
     candidate = site.candidates[kind]
     with DAG(
-        dag_id=f"tfship_infra_{kind}",
+        dag_id=f"tfship_infra_{kind}" if gate is None else f"tfship_infra_{kind}_gated",
         schedule=None,
         start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
         params={"day": DAY.isoformat(), "timeout": 240},
@@ -89,6 +94,13 @@ def _run(site: Site, kind: str, image: str, docker_url: str):
             retries=0,
         )
         infra >> publish
+        if gate is not None:
+
+            @task.short_circuit(ignore_downstream_trigger_rules=False)
+            def evaluate() -> bool:
+                return gate
+
+            evaluate() >> infra
     register_dag(dag)
     return dag.test()
 
@@ -100,6 +112,45 @@ def _states(run) -> dict[str, str]:
     with create_session() as session:
         rows = session.query(TaskInstance).filter(TaskInstance.dag_id == run.dag_id, TaskInstance.run_id == run.run_id)
         return {ti.task_id: str(ti.state) for ti in rows}
+
+
+def _xcom(run, task_id: str) -> dict:
+    """What a task of the run returned."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        [row] = session.query(XComModel).filter(
+            XComModel.dag_id == run.dag_id,
+            XComModel.run_id == run.run_id,
+            XComModel.task_id == task_id,
+            XComModel.key == "return_value",
+        )
+        value = row.value
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _created(docker_api, since: float, until: float) -> list[str]:
+    """Names of the throwaway containers the engine created between two times (its event log)."""
+    from tfship.serving.infra_validate import MANAGED_VALUE
+
+    events = docker_api.events(
+        since=int(since),
+        until=int(until) + 1,
+        filters={"type": "container", "event": "create", "label": f"tfship.managed={MANAGED_VALUE}"},
+        decode=True,
+    )
+    return [event["Actor"]["Attributes"]["name"] for event in events]
+
+
+def _record_bytes(site: Site, kind: str) -> bytes | None:
+    from tfship.paths import infra_validation_path
+
+    path = infra_validation_path(site.candidates[kind])
+    if not site.storage.exists(path):
+        return None
+    with site.storage.open_read(path) as handle:
+        return handle.read()
 
 
 def _result(site: Site, kind: str) -> dict:
@@ -120,8 +171,13 @@ def _assert_nothing_left(site: Site, docker_api) -> None:
 @pytest.fixture(scope="module")
 def published(site: Site, serving_image: str, docker_base_url: str) -> dict:
     """The good candidate through the DAG: validated, then published (the state the bad ones must not touch)."""
+    import docker
+
+    since = time.time()
     run = _run(site, "good", serving_image, docker_base_url)
-    return {"run": run, "states": _states(run), "tree": tree(site.serving_dir)}
+    with docker.APIClient(base_url=docker_base_url, version="auto", timeout=120) as api:
+        created = _created(api, since, time.time())
+    return {"run": run, "states": _states(run), "tree": tree(site.serving_dir), "created": created}
 
 
 def test_a_good_candidate_passes_and_only_then_is_published(site: Site, published: dict, docker_api) -> None:
@@ -135,6 +191,45 @@ def test_a_good_candidate_passes_and_only_then_is_published(site: Site, publishe
     assert result["image"] and result["container"] == f"tfship-infra-mnist-{site.candidates['good'].rsplit('/')[-1]}"
     assert result["canary"]["rows"] == 64 and result["canary"]["max_abs_diff"] <= 1e-3
     say(f"infra validation of a good candidate: {result['seconds']}")
+    assert published["created"] == [result["container"]]  # one throwaway container, seen in the engine's events
+    _assert_nothing_left(site, docker_api)
+
+
+def test_a_rerun_of_a_candidate_that_passed_starts_no_container(
+    site: Site, published: dict, serving_image: str, docker_base_url: str, docker_api
+) -> None:
+    record = _record_bytes(site, "good")
+    releases = (site.serving_dir / "releases.jsonl").read_bytes()
+    since = time.time()
+    run = _run(site, "good", serving_image, docker_base_url)
+    took = time.time() - since
+    assert run.state == "success" and run.run_id != published["run"].run_id
+    assert _states(run) == {"infra_validate": "success", "publish_model": "success"}
+    assert _created(docker_api, since, time.time()) == []
+    handed_on = _xcom(run, "infra_validate")
+    assert handed_on["reused"] is True and handed_on["passed"] is True
+    assert handed_on["run_id"] == published["run"].run_id  # the run whose container proved it
+    name = site.candidates["good"].rsplit("/")[-1]
+    assert handed_on["record"].endswith(f"/models/mnist/infra_validation/{name}.json")
+    assert _record_bytes(site, "good") == record  # not rewritten
+    # publish_model ran again: the same digest is already there, so nothing changed on the host.
+    assert (site.serving_dir / "releases.jsonl").read_bytes() == releases
+    assert tree(site.serving_dir) == published["tree"]
+    say(f"infra validation rerun on a recorded pass: the whole run took {took:.1f}s")
+    _assert_nothing_left(site, docker_api)
+
+
+def test_a_gate_that_says_no_skips_infra_validation_and_starts_no_container(
+    site: Site, published: dict, serving_image: str, docker_base_url: str, docker_api
+) -> None:
+    record = _record_bytes(site, "logits")
+    since = time.time()
+    run = _run(site, "logits", serving_image, docker_base_url, gate=False)
+    assert run.state == "success"
+    assert _states(run) == {"evaluate": "success", "infra_validate": "skipped", "publish_model": "skipped"}
+    assert _created(docker_api, since, time.time()) == []
+    assert _record_bytes(site, "logits") == record
+    assert tree(site.serving_dir) == published["tree"]
     _assert_nothing_left(site, docker_api)
 
 

@@ -149,6 +149,14 @@ def drift_section(record: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _reused(infra: Mapping[str, Any]) -> str:
+    """The note for a rerun that stood on an earlier run's pass instead of starting a container."""
+    if not infra.get("reused"):
+        return ""
+    note = f"recorded by run {_e(infra.get('run_id'))}: no container started"
+    return f'<br><span class="muted" id="infra-reused">{note}</span>'
+
+
 def infra_section(record: Mapping[str, Any]) -> list[str]:
     """`<h2>Infra validation</h2>`: the candidate in a throwaway TF Serving, check by check."""
     infra = record.get("infra_validation")
@@ -160,7 +168,7 @@ def infra_section(record: Mapping[str, Any]) -> list[str]:
         f'<p id="infra" data-passed="{str(passed).lower()}"><strong class="{"ok" if passed else "bad"}">'
         f"{'PASSED' if passed else 'FAILED'}</strong> — {_e(infra.get('reason'))}<br>"
         f'<span class="muted">image {_e(infra.get("image"))}, container {_e(infra.get("container"))}, '
-        f"version {_e(infra.get('version'))}, seconds {_e(infra.get('seconds'))}</span></p>"
+        f"version {_e(infra.get('version'))}, seconds {_e(infra.get('seconds'))}</span>{_reused(infra)}</p>"
     )
     out.append('<table id="infra-checks"><tr><th>Check</th><th>Result</th><th>Observed</th><th>Expected</th></tr>')
     for check in infra.get("checks") or []:

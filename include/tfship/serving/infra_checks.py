@@ -18,6 +18,7 @@ from typing import Any
 from tfship.constants import InfraCheck
 from tfship.data.schema import IMAGE_SIDE, NUM_CLASSES
 from tfship.paths import infra_validation_path
+from tfship.release.manifest import ManifestError, read_manifest
 from tfship.serving.canary import Check
 from tfship.storage import Storage
 from tfship.training.model import INPUT_NAME, OUTPUT_NAME, SIGNATURE_NAME
@@ -176,3 +177,33 @@ def write_result(storage: Storage, result: InfraValidationResult) -> str:
     with storage.open_write(path) as handle:
         handle.write(json.dumps(result.to_dict(), indent=2, sort_keys=True).encode("utf-8"))
     return path
+
+
+def read_result(storage: Storage, candidate: str) -> InfraValidationResult | None:
+    """The result recorded beside the candidate, or None when there is none or it does not read back."""
+    path = infra_validation_path(candidate)
+    if not storage.exists(path):
+        return None
+    with storage.open_read(path) as handle:
+        text = handle.read()
+    try:
+        return InfraValidationResult.from_dict(json.loads(text))
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def recorded_pass(storage: Storage, candidate: str, *, image: str) -> InfraValidationResult | None:
+    """The pass recorded for this candidate on this image, if any: a rerun stands on it instead of a new container.
+
+    Only a pass counts (a failure may have been the worker's, `available` on a slow one, and is tried
+    again), and only for the digest of the candidate's manifest now and the same image: the result
+    belongs to both.
+    """
+    recorded = read_result(storage, candidate)
+    if recorded is None or not recorded.passed or recorded.image != image:
+        return None
+    try:
+        digest = read_manifest(storage, candidate).digest
+    except ManifestError:
+        return None  # the full validation says what is wrong with it
+    return recorded if recorded.digest == digest else None
