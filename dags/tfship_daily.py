@@ -8,6 +8,7 @@ from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, task
 
 from tfship.config import PROJECT_ROOT, SPARK_CONN_ID, Settings
 from tfship_airflow.alerts import alert_on_failure
+from tfship_airflow.infra_validate import InfraValidateOperator
 from tfship_airflow.params import with_site_defaults
 from tfship_airflow.publish import SUPERSEDED_KEY, PublishModelOperator
 from tfship_airflow.report import ReleaseReportOperator
@@ -68,6 +69,37 @@ with DAG(
                 title="Max quarantine share",
                 description="validate_features fails when more than this share of the day's rows was quarantined.",
             ),
+            "drift_window_days": Param(
+                7,
+                type="integer",
+                minimum=1,
+                maximum=90,
+                title="Drift window (days)",
+                description="check_drift compares D with the days of this window before it that have features.",
+            ),
+            "drift_max_js": Param(
+                0.1,
+                type="number",
+                minimum=0,
+                maximum=1,
+                title="Drift limit: Jensen–Shannon divergence",
+                description="A numeric feature whose histogram diverges more than this from the window's has moved.",
+            ),
+            "drift_max_label_linf": Param(
+                0.05,
+                type="number",
+                minimum=0,
+                maximum=1,
+                title="Drift limit: label share (L-infinity)",
+                description="The label distribution moved when one class's share changed by more than this.",
+            ),
+            "drift_action": Param(
+                "hold",
+                type="string",
+                enum=["hold", "fail"],
+                title="On drift",
+                description="hold: train and evaluate but publish nothing, and alert; fail: stop the run, and alert.",
+            ),
             "cv_folds": Param(3, type="integer", minimum=2, maximum=10, title="Cross-validation folds"),
             "cv_subsample": Param(0.3, type="number", exclusiveMinimum=0, maximum=1, title="CV subsample share"),
             "cv_epochs": Param(2, type="integer", minimum=1, maximum=50, title="Epochs per CV fold"),
@@ -101,6 +133,9 @@ with DAG(
                 minimum=0,
                 title="Free space to keep on a serving host (MB)",
                 description="A host with less room than the model plus this margin is refused before any byte moves.",
+            ),
+            "infra_timeout_s": Param(
+                300, type="integer", minimum=10, maximum=3600, title="Infra validation: wait for AVAILABLE (s)"
             ),
             "serving_timeout_s": Param(600, type="integer", minimum=10, maximum=7200, title="Wait for AVAILABLE (s)"),
             "canary_latency_budget_ms": Param(1000, type="number", exclusiveMinimum=0, title="Canary p99 budget (ms)"),
@@ -175,6 +210,13 @@ with DAG(
         outlet_events[FEATURES].extra = {"day": day, **summary}
         return stats
 
+    @task(multiple_outputs=False)
+    def check_drift(day: str, params=None, **context) -> dict:
+        """D's feature and label distributions against the trailing window; on drift alert, then hold or fail."""
+        from tfship_airflow.drift import check_day_drift
+
+        return check_day_drift(SETTINGS, day, params, context)
+
     @task
     def cv_grid(params=None) -> list[dict]:
         """The configurations to compare (the Param, else the built-in grid)."""
@@ -204,22 +246,35 @@ with DAG(
 
         return run_training(SETTINGS, choice, day, params, context)
 
-    # A 'no' skips only what follows directly (publication, then deploy and canary by their rules).
+    # A 'no' skips only what follows directly (infra validation, then publication and release by their rules).
     @task.short_circuit(ignore_downstream_trigger_rules=False)
-    def evaluate(candidate: dict, day: str, params=None, **context) -> bool:
-        """The evaluation gate; a 'no' skips publication, deployment and the canary."""
+    def evaluate(candidate: dict, day: str, drift: dict | None = None, params=None, **context) -> bool:
+        """The evaluation gate (a drift hold included); a 'no' skips infra validation, publication and what follows."""
         from tfship_airflow.training import evaluation_gate
 
-        decision = evaluation_gate(SETTINGS, candidate, day, params, context)
+        decision = evaluation_gate(SETTINGS, candidate, day, params, context, drift)
         context["ti"].xcom_push(key="decision", value=decision)
         return decision["publish"]
 
     features = validate_features(day)
-    wait_for_raw >> preprocess >> features
+    drift = check_drift(day)
+    wait_for_raw >> preprocess >> features >> drift
     results = cross_validate.partial(day=day).expand(hparams=cv_grid())
-    features >> results
+    drift >> results
     trained = train(choose_config(results), day)
-    gate = evaluate(trained, day)
+    gate = evaluate(trained, day, drift)
+
+    # The candidate in a throwaway TF Serving (own container, own ports) before any host sees it.
+    infra_validate = InfraValidateOperator(
+        task_id="infra_validate",
+        candidate=trained["candidate"],
+        day=day,
+        model=SETTINGS.model,
+        storage=SETTINGS.storage,
+        work_dir=SETTINGS.local_work_dir,
+        available_timeout_s="{{ params.infra_timeout_s }}",
+        retries=1,
+    )
 
     # One copy per serving host; host h's deploy and canary take what host h's copy upstream handed on.
     publish_model = PublishModelOperator.partial(
@@ -253,7 +308,7 @@ with DAG(
         retries=0,
     ).expand_kwargs(publish_model.output.map(serving_kwargs))
 
-    gate >> publish_model
+    gate >> infra_validate >> publish_model
     # A teardown of resolve_day: it runs whatever happened in between and, unlike a plain all_done
     # leaf, does not turn a failed canary into a successful run; clearing any task in between
     # clears it too, so the record follows a rerun.
@@ -268,5 +323,7 @@ with DAG(
         publications=publish_model.output,
         host_releases=[release_host.output, release_host.output[HOST_RELEASE_KEY]],
         holds=[publish_model.output[SUPERSEDED_KEY]],
+        drift=drift,
+        infra=infra_validate.output,
         retries=1,
     ).as_teardown(setups=run_inputs.operator)

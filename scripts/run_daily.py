@@ -93,8 +93,25 @@ def main(argv: list[str] | None = None) -> int:
     if trained:
         print(f"candidate      {trained.get('candidate_uri')}")
         print(f"accuracy       {trained.get('eval_accuracy')} on the eval split (loss {trained.get('eval_loss')})")
+    drift = xcoms.get(("check_drift", "return_value")) or {}
+    infra = xcoms.get(("infra_validate", "return_value")) or {}
+    if drift:
+        verdict = f"{str(drift.get('status')).upper()} (action {drift.get('action')})"
+        print(f"drift check    {verdict}: {drift.get('summary')}")
+    else:
+        print("drift check    did not run")
     if decision:
         print(f"gate           {'PUBLISH' if decision.get('publish') else 'HOLD'}: {decision.get('reason')}")
+    if infra:
+        seconds = infra.get("seconds") or {}
+        where = (
+            f"recorded by run {infra.get('run_id')}, no container started"
+            if infra.get("reused")
+            else f"throwaway container {infra.get('container')}, {seconds.get('total')} s"
+        )
+        print(f"infra valid.   {'PASSED' if infra.get('passed') else 'FAILED'}: {infra.get('reason')} ({where})")
+    else:
+        print("infra valid.   did not run (the gate held the candidate, or an earlier task failed)")
     hosts = ", ".join(host.serving_dir for host in settings.serving_hosts)
     print(f"model version  {version if version is not None else 'not published'} -> {hosts}")
     released = xcoms.get(("release_host", "return_value")) or xcoms.get(("release_host", "host_release")) or {}

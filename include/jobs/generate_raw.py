@@ -1,4 +1,7 @@
-"""Write sample raw partitions: `python -m jobs.generate_raw --day 2026-11-25 [--days 3]`."""
+"""Write sample raw partitions: `python -m jobs.generate_raw --day 2026-11-25 [--days 3]`.
+
+Drift on purpose (every day written gets it): `--brightness-shift 60`, `--invert`, `--missing-class 3`.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import sys
 from dataclasses import asdict
 
 from tfship.config import Settings
-from tfship.data.sampledata import write_day
+from tfship.data.sampledata import Distortion, write_day
 from tfship.days import parse_day
 from tfship.storage import open_storage
 
@@ -25,12 +28,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bad-fraction", type=float, default=0.01)
     parser.add_argument("--root", default=settings.storage_root, help="storage root URI")
     parser.add_argument("--dataset", default=settings.dataset)
+    drift = parser.add_argument_group("drift on purpose")
+    drift.add_argument("--brightness-shift", type=int, default=0, help="added to every pixel, clipped to 0..255")
+    drift.add_argument("--invert", action="store_true", help="inverted images (255 - pixel)")
+    drift.add_argument("--missing-class", type=int, default=None, help="a label 0..9 left out of the day")
     args = parser.parse_args(argv)
+    distortion = Distortion(args.brightness_shift, args.invert, args.missing_class)
     storage = open_storage(args.root, settings.webhdfs_endpoints, settings.hdfs_user)
     for offset in range(args.days - 1, -1, -1):
         day = args.day - dt.timedelta(days=offset)
         summary = write_day(
-            storage, day, dataset=args.dataset, rows=args.rows, shards=args.shards, bad_fraction=args.bad_fraction
+            storage,
+            day,
+            dataset=args.dataset,
+            rows=args.rows,
+            shards=args.shards,
+            bad_fraction=args.bad_fraction,
+            distortion=distortion,
         )
         print(json.dumps(asdict(summary) | {"valid_rows": summary.valid_rows}))
     return 0

@@ -151,3 +151,30 @@ class VersionPolicy(StrEnum):
     LATEST = "latest"
     ALL = "all"
     SPECIFIC = "specific"
+
+
+class DriftStatus(StrEnum):
+    """The verdict of the day-over-day drift check on a day's features."""
+
+    PASSED = "passed"
+    DRIFTED = "drifted"
+    NO_HISTORY = "no history"  # no earlier day in the window has feature statistics: nothing to compare
+
+
+class DriftAction(StrEnum):
+    """What a drifted day does to the run (the `drift_action` Param)."""
+
+    HOLD = "hold"  # train and evaluate, but publish nothing; alert
+    FAIL = "fail"  # fail check_drift: nothing downstream runs; alert
+
+
+class InfraCheck(StrEnum):
+    """The checks of infra validation: a candidate in a throwaway TF Serving before any host sees it."""
+
+    STAGE = "stage"  # the candidate copied locally, every md5 checked against its manifest
+    LOAD = "load"  # the server loaded the SavedModel (it did not exit, no END with an error)
+    AVAILABLE = "available"  # the version was AVAILABLE within the timeout
+    WARMUP = "warmup"  # the candidate's warmup records (if any) were replayed on load
+    SIGNATURE = "signature"  # serving_default: input_image float (-1,28,28,1) -> probabilities float (-1,10)
+    PROBABILITIES = "probabilities"  # answers are finite, within [0, 1] and sum to 1 per row
+    CANARY = "canary"  # the canary rows answered, matching the candidate's offline probabilities

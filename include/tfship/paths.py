@@ -95,6 +95,18 @@ def candidate_dir(model: str, day: dt.date, digest: str) -> str:
     return posixpath.join("models", check_name("model", model), "candidates", f"{day.isoformat()}-{digest[:8]}")
 
 
+def infra_validation_path(candidate: str) -> str:
+    """`models/<m>/infra_validation/<D>-<digest8>.json`: a candidate's infra validation, beside it, not in it.
+
+    Not inside the candidate: its directory is content-addressed and immutable (the manifest's
+    digest names it), and the result belongs to the candidate and the image it was tried with.
+    """
+    parts = normalize_relative(candidate).split("/")
+    if len(parts) != 4 or parts[0] != "models" or parts[2] != "candidates":
+        raise ConfigError(f"{candidate!r} is not a candidate directory (models/<model>/candidates/<D>-<digest8>)")
+    return posixpath.join("models", check_name("model", parts[1]), "infra_validation", f"{parts[3]}.json")
+
+
 def work_dir(dag_id: str, run_id: str) -> str:
     """Scratch space of one DAG run (checkpoints, plots); run ids are made path-safe."""
     return posixpath.join("work", check_name("dag", dag_id), _UNSAFE.sub("_", run_id))

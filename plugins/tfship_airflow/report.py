@@ -43,6 +43,8 @@ class ReleaseReportOperator(BaseOperator):
         and the records its stopped or failed copies left); their deploy and canary count as above. Templated.
     :param holds: sequences of `{"host", "reason"}` left by copies that skipped because a later
         version had overtaken theirs (the XCom key "superseded" of publish, deploy and canary). Templated.
+    :param drift: check_drift's report (a `DriftReport` dict). Templated.
+    :param infra: infra_validate's result (an `InfraValidationResult` dict). Templated.
     """
 
     template_fields: Sequence[str] = (
@@ -55,6 +57,8 @@ class ReleaseReportOperator(BaseOperator):
         "canaries",
         "host_releases",
         "holds",
+        "drift",
+        "infra",
     )
     operator_extra_links = (ReleaseViewLink(),)
     ui_color = "#ebdef0"
@@ -73,6 +77,8 @@ class ReleaseReportOperator(BaseOperator):
         canaries: Any = (),
         host_releases: Any = (),
         holds: Any = (),
+        drift: Any = None,
+        infra: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -87,6 +93,8 @@ class ReleaseReportOperator(BaseOperator):
         self.canaries = canaries
         self.host_releases = host_releases
         self.holds = holds
+        self.drift = drift
+        self.infra = infra
 
     def render_template(self, content: Any, context: Any, jinja_env: Any = None, seen_oids: Any = None) -> Any:
         """As BaseOperator's, except that a task which never pushed (failed, skipped) gives None.
@@ -173,6 +181,8 @@ class ReleaseReportOperator(BaseOperator):
             superseded=[superseded.get(host.name) for host in self.hosts],
             rollouts=[rollouts.get(host.name) for host in self.hosts],
             dag_id=context["ti"].dag_id,
+            drift=self.drift if isinstance(self.drift, Mapping) else None,
+            infra=self.infra if isinstance(self.infra, Mapping) else None,
         )
         storage = self.storage.open()
         path = write_release_record(storage, record)

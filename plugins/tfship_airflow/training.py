@@ -117,10 +117,15 @@ def run_training(
 
 
 def evaluation_gate(
-    settings: Settings, candidate: Mapping[str, Any], day: str, params: Mapping[str, Any], context: Mapping[str, Any]
+    settings: Settings,
+    candidate: Mapping[str, Any],
+    day: str,
+    params: Mapping[str, Any],
+    context: Mapping[str, Any],
+    drift: Mapping[str, Any] | None = None,
 ) -> dict:
-    """Score the served model on the same eval split and decide whether the candidate may go out."""
-    from tfship.release.gate import GateDecision, decide, newer_day_served
+    """Score the served model on the same eval split and decide whether the candidate may go out (or drift holds it)."""
+    from tfship.release.gate import GateDecision, decide, hold_for_drift, newer_day_served
     from tfship.release.serving_dir import ServingDir
     from tfship.training.model import load_serving_fn
     from tfship.training.train import Candidate, evaluate
@@ -147,5 +152,6 @@ def evaluation_gate(
         floor=float(params["accuracy_floor"]),
         force=bool(params["force_publish"]),
     )
+    decision = hold_for_drift(decision, drift)
     print(f"evaluation gate: {'PUBLISH' if decision.publish else 'HOLD'}: {decision.reason}", flush=True)
     return decision.to_dict()

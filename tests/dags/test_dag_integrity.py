@@ -51,14 +51,24 @@ def test_daily_dag_graph(dagbag):
         "package_library": set(),
         "preprocess": {"wait_for_raw", "package_library", "resolve_day"},
         "validate_features": {"preprocess", "resolve_day"},
+        "check_drift": {"validate_features", "resolve_day"},
         "cv_grid": set(),
-        "cross_validate": {"cv_grid", "resolve_day", "validate_features"},
+        "cross_validate": {"cv_grid", "resolve_day", "check_drift"},
         "choose_config": {"cross_validate"},
         "train": {"choose_config", "resolve_day"},
-        "evaluate": {"train", "resolve_day"},
-        "publish_model": {"evaluate", "train", "resolve_day"},
+        "evaluate": {"train", "resolve_day", "check_drift"},
+        "infra_validate": {"evaluate", "train", "resolve_day"},
+        "publish_model": {"infra_validate", "train", "resolve_day"},
         "release_host": {"publish_model"},
-        "report_release": {"release_host", "publish_model", "evaluate", "train", "resolve_day"},
+        "report_release": {
+            "release_host",
+            "publish_model",
+            "infra_validate",
+            "evaluate",
+            "train",
+            "check_drift",
+            "resolve_day",
+        },
     }
     # The report runs after anything upstream and leaves the run's state to the real work.
     report = dag.get_task("report_release")
@@ -67,6 +77,13 @@ def test_daily_dag_graph(dagbag):
     assert dag.default_args["on_failure_callback"].__name__ == "alert_on_failure"
     sensor = dag.get_task("wait_for_raw")
     assert sensor.mode == "reschedule" and sensor.timeout > 0
+    # Nothing reaches a host unless infra validation passed: publication waits for all of its upstream.
+    assert dag.get_task("publish_model").trigger_rule == "all_success"
+    assert dag.get_task("infra_validate").trigger_rule == "all_success"
+    # A "no" from the gate skips infra validation (its direct downstream), so a held run starts no container.
+    gate = dag.get_task("evaluate")
+    assert gate.downstream_task_ids == {"infra_validate", "report_release"}
+    assert type(gate).__name__ == "_ShortCircuitDecoratedOperator" and gate.ignore_downstream_trigger_rules is False
 
 
 def test_preprocess_is_a_spark_submit_on_spark_default_with_the_run_day(dagbag):
@@ -106,6 +123,9 @@ def test_every_manual_knob_is_a_param_with_a_schema(dagbag):
     params = dagbag.dags["tfship_daily"].params
     for name in ("day", "eval_share", "cv_folds", "cv_grid", "epochs", "replicas", "force_publish", "keep_versions"):
         assert params.get_param(name).schema.get("type"), name
+    for name in ("drift_window_days", "drift_max_js", "drift_max_label_linf", "drift_action", "infra_timeout_s"):
+        assert params.get_param(name).schema.get("type"), name
+    assert params.get_param("drift_action").schema["enum"] == ["hold", "fail"]
     assert params.get_param("force_publish").schema["type"] == "boolean"
 
 

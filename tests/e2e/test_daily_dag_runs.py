@@ -77,6 +77,10 @@ def test_full_run_publishes_and_a_rerun_is_a_no_op(tmp_path: Path):
         assert f"[DAG TEST] end task task_id={task_id}" in output
     _assert_preprocessed(storage, day, summary)
     assert "evaluation gate: PUBLISH" in output
+    # The first day has no history to drift from; the candidate passed infra validation before publication.
+    assert "drift check of mnist for 2026-11-20: NO HISTORY (action hold)" in output
+    assert "first day with no history" in output
+    assert "infra validation of models/mnist/candidates/2026-11-20-" in output
 
     serving = tmp_path / "serving" / "mnist"
     [release] = _releases(serving)
@@ -87,6 +91,9 @@ def test_full_run_publishes_and_a_rerun_is_a_no_op(tmp_path: Path):
     }
     candidates = storage.list("models/mnist/candidates")
     assert candidates == [f"2026-11-20-{release['digest'][:8]}"]
+    with storage.open_read(f"models/mnist/infra_validation/{candidates[0]}.json") as handle:
+        infra = json.loads(handle.read())
+    assert infra["passed"] is True and infra["version"] == 2026112000 and infra["digest"] == release["digest"]
     # Deployed and checked: the container serves the new version and the canary passed on it.
     [canary] = _canaries(serving)
     assert (canary["version"], canary["passed"], canary["rows"]) == (2026112000, True, 256)
@@ -96,6 +103,9 @@ def test_full_run_publishes_and_a_rerun_is_a_no_op(tmp_path: Path):
     again = _dags_test(storage.root_uri, {"day": "2026-11-20", **FAST})
     assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
     assert "already published as version 2026112000" in again.stdout + again.stderr
+    # The same candidate passed infra validation in the first run: the recorded pass stands, no container.
+    assert "already passed in run" in again.stdout + again.stderr
+    assert "no container started" in again.stdout + again.stderr
     assert [r["version"] for r in _releases(serving)] == [2026112000]
     assert sorted(p.name for p in serving.iterdir() if p.name.isdigit()) == ["2026112000"]
 

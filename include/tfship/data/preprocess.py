@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tfship.data.datasets import DatasetSpec
+from tfship.data.profile import ProfileBuilder
 from tfship.data.quality import validate_line
 from tfship.data.schema import encode_features, frame_record
 from tfship.data.stats import STATS_FILE, merge_stats
@@ -193,6 +194,7 @@ def write_partition(rows: Iterator[tuple], target: WriteTarget) -> Iterator[dict
         quarantined.append(("duplicate_id", source, value))
 
     stats: dict[str, Any] = {"rows_read": rows_read, "quarantined": dict(reasons), "shards": [], "labels": Counter()}
+    profile = ProfileBuilder()
     for part in sorted(kept):
         split, shard = _shard_of(part, target)  # type: ignore[misc]
         survivors = [kept[part][row_id] for row_id in sorted(kept[part])]
@@ -209,6 +211,7 @@ def write_partition(rows: Iterator[tuple], target: WriteTarget) -> Iterator[dict
         md5, size = _write_gzip(storage, posixpath.join(target.features_tmp, relative), records, target.compress_level)
         stats["shards"].append({"path": relative, "split": split, "records": len(survivors), "md5": md5, "bytes": size})
         stats["labels"].update(str(row.label) for row, _, _, _ in survivors)
+        profile.add([row.image for row, _, _, _ in survivors])
     if quarantined and first_part is not None:
         quarantined.sort()
         lines = (
@@ -218,6 +221,7 @@ def write_partition(rows: Iterator[tuple], target: WriteTarget) -> Iterator[dict
         quarantine_file = posixpath.join(target.quarantine_tmp, f"part-{first_part:05d}.jsonl.gz")
         _write_gzip(storage, quarantine_file, lines, target.compress_level)
     stats["labels"] = dict(stats["labels"])
+    stats["profile"] = profile.to_dict()
     yield stats
 
 

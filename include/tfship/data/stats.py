@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from tfship.data.profile import merge_profiles
 from tfship.data.quality import REASONS
 from tfship.data.schema import NUM_CLASSES, SCHEMA_VERSION
 from tfship.errors import PreprocessError
@@ -39,6 +40,8 @@ def merge_stats(parts: Sequence[dict], **meta: Any) -> dict:
         "quarantined_total": sum(quarantined.values()),
         "label_histogram": {str(label): labels[str(label)] for label in range(NUM_CLASSES)},
         "shards": shards,
+        # Derived per-image features with fixed-bin histograms: what the drift check compares day over day.
+        "profile": merge_profiles(part.get("profile") for part in parts),
     }
     if rows_read != sum(written.values()) + stats["quarantined_total"]:
         raise PreprocessError(f"row accounting does not balance: {stats}")

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from tfship.constants import DriftAction, DriftStatus
 from tfship.release.serving_dir import ModelVersion
 
 
@@ -79,3 +80,16 @@ def decide(
             True,
         )
     return GateDecision(ok, reason, candidate_accuracy, served_accuracy, served_version, False)
+
+
+def hold_for_drift(decision: GateDecision, drift: Mapping[str, Any] | None) -> GateDecision:
+    """The decision, turned into a hold when the drift check said hold (its report as XCom, or None).
+
+    `force_publish` does not override it: the way past a drift hold is a raised threshold (see the runbook).
+    """
+    if not drift or drift.get("status") != str(DriftStatus.DRIFTED) or drift.get("action") != str(DriftAction.HOLD):
+        return decision
+    reason = f"held by the drift check: {drift.get('summary')}"
+    return GateDecision(
+        False, reason, decision.candidate_accuracy, decision.served_accuracy, decision.served_version, False
+    )

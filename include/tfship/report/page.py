@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 from tfship.constants import HostStatus
 from tfship.report.record import CV_PLOT, TRAINING_PLOT, format_accuracy
+from tfship.report.sections import drift_section, infra_section
 
 _CSS = """
 body{font:14px/1.4 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:16px;color:#1f2933;background:#fff}
@@ -171,6 +172,7 @@ def _release_section(record: Mapping[str, Any], artifact_url: Callable[[str, str
     else:
         accuracy = format_accuracy(candidate.get("eval_accuracy"))
         out.append(f'<p id="gate" class="muted">no gate decision in this run (candidate accuracy {accuracy})</p>')
+    out += drift_section(record) + infra_section(record)
     canaries = [(h, h["canary"]) for h in record.get("hosts") or [] if h.get("canary")]
     out.append("<h2>Canary</h2>")
     if canaries:

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tfship.constants import HostStatus, ReleaseStatus, RolloutStep
+from tfship.constants import DriftStatus, HostStatus, ReleaseStatus, RolloutStep
 from tfship.days import parse_day
 from tfship.errors import ConfigError, PathEscapeError, StorageError
 from tfship.paths import check_name, model_releases_dir, normalize_relative, release_record_path
@@ -29,6 +29,7 @@ ARTIFACT_FILES = frozenset(
 CV_PLOT = "cv_results.png"
 TRAINING_PLOT = "training.png"
 MAX_HTTP_ERRORS = 5  # a dead server fails every batch: the first few say enough
+MAX_LOG_LINES = 10
 
 
 # ---------------------------------------------------------------- the record
@@ -87,6 +88,18 @@ def _canary(record: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return canary
 
 
+def _drift(report: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The drift check's report as handed on (histograms included: the page plots them)."""
+    return dict(report) if isinstance(report, Mapping) and report.get("status") else None
+
+
+def _infra(result: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Infra validation's result, with the server's log cut to its last lines."""
+    if not isinstance(result, Mapping) or "passed" not in result:
+        return None
+    return {**result, "log_tail": list(result.get("log_tail") or [])[-MAX_LOG_LINES:]}
+
+
 def _rollout(record: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if not record:
         return None
@@ -123,7 +136,8 @@ def _summary(
     status: ReleaseStatus, hosts: list[dict[str, Any]], version: int | None, gate: dict[str, Any] | None
 ) -> str:
     if status == ReleaseStatus.HELD:
-        return f"held by the gate: {gate['reason'] if gate else '?'}"
+        reason = str(gate["reason"]) if gate else "?"
+        return reason if reason.startswith("held by the drift check") else f"held by the gate: {reason}"
     names = ", ".join(host["host"] for host in hosts)
     if status == ReleaseStatus.RELEASED:
         forced = " (FORCED past the gate)" if gate and gate.get("forced") else ""
@@ -162,11 +176,14 @@ def release_record(
     dag_id: str | None = None,
     superseded: Sequence[str | None] | None = None,
     rollouts: Sequence[Mapping[str, Any] | None] | None = None,
+    drift: Mapping[str, Any] | None = None,
+    infra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The JSON-ready record of one run; per-host sequences follow `hosts`, a missing piece is None.
 
     `rollouts` are the hosts' parts of a rolling release (order, step, labels, memory); a host whose
-    copy stopped because an earlier host failed is recorded as stopped.
+    copy stopped because an earlier host failed is recorded as stopped. `drift` is check_drift's
+    report, `infra` infra_validate's result (None when they did not run).
     """
     check_name("model", model)
     day = parse_day(day).isoformat()
@@ -194,13 +211,19 @@ def release_record(
     ]
     published_versions = [v for v in versions if v is not None]
     version = max(published_versions) if published_versions else None
-    if candidate is None:
+    drift_report, infra_result = _drift(drift), _infra(infra)
+    if candidate is None and drift_report is not None and drift_report.get("status") == DriftStatus.DRIFTED:
+        status, summary = ReleaseStatus.FAILED, f"stopped by the drift check: {drift_report.get('summary')}"
+    elif candidate is None:
         status, summary = ReleaseStatus.FAILED, "no training result: train failed or did not run"
     elif gate is None:
         status, summary = ReleaseStatus.FAILED, "no gate decision: evaluate failed or did not run"
     elif held:
         status = ReleaseStatus.HELD
         summary = _summary(status, host_entries, version, gate)
+    elif infra_result is not None and not infra_result["passed"]:
+        reason = infra_result.get("reason")
+        status, summary = ReleaseStatus.FAILED, f"infra validation failed, nothing was published: {reason}"
     elif not host_entries:
         status, summary = ReleaseStatus.FAILED, "the gate said publish but there is no serving host"
     else:
@@ -231,6 +254,8 @@ def release_record(
         "candidate": candidate,
         "gate": gate,
         "hosts": host_entries,
+        "drift": drift_report,
+        "infra_validation": infra_result,
     }
 
 
@@ -255,6 +280,11 @@ def render_release_text(record: Mapping[str, Any]) -> str:
             else " (nothing served to compare with)"
         )
         lines.append(f"  candidate accuracy {format_accuracy(gate.get('candidate_accuracy'))}{against}")
+    drift, infra = record.get("drift"), record.get("infra_validation")
+    if drift:
+        lines.append(f"  drift check: {str(drift.get('status')).upper()}: {drift.get('summary')}")
+    if infra:
+        lines.append(f"  infra validation: {'PASSED' if infra.get('passed') else 'FAILED'}: {infra.get('reason')}")
     for host in record.get("hosts") or []:
         canary = host.get("canary") or {}
         latency = canary.get("latency_ms") or {}
