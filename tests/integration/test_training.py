@@ -121,10 +121,41 @@ def test_candidate_carries_tf_servings_warmup_requests_made_from_its_canary_rows
 
 def test_same_day_data_and_params_give_the_same_candidate(trained, tmp_path):
     storage, first = trained
-    again = finish(train_process(storage, tmp_path / "fresh-work"))
+    process = train_process(storage, tmp_path / "fresh-work")
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output[-3000:]
+    [line] = [line for line in output.splitlines() if line.startswith("TFSHIP_RESULT ")]
+    again = json.loads(line.removeprefix("TFSHIP_RESULT "))
     assert again["digest"] == first["digest"]
     assert again["reused"] is True
     assert again["eval_accuracy"] == first["eval_accuracy"]
+    # Handed on by its training key: nothing was trained (no epoch ran, no work dir filled).
+    assert "Epoch 1/" not in output
+    assert not (tmp_path / "fresh-work" / "candidate").exists()
+
+
+def test_another_configuration_of_the_same_day_trains_anew(trained):
+    from tfship.data.stats import read_stats
+    from tfship.training.model import HParams
+    from tfship.training.train import TrainConfig, find_trained, training_key
+
+    storage, first = trained
+    stats = read_stats(storage, "mnist", D)
+
+    def config(hparams: HParams, epochs: int = 2, replicas: int = 2) -> TrainConfig:
+        return TrainConfig("mnist", "mnist", D, Path("unused"), hparams, epochs, global_batch=64, replicas=replicas)
+
+    base = config(HParams(learning_rate=0.003, filters=8))
+    found = find_trained(storage, base, training_key(base, stats))
+    assert found is not None and found.digest == first["digest"], "the fixture's own configuration is found"
+    for changed in (
+        config(HParams(learning_rate=0.01, filters=8)),
+        config(base.hparams, epochs=3),
+        config(base.hparams, replicas=1),
+    ):
+        assert find_trained(storage, changed, training_key(changed, stats)) is None, changed
+    moved = {**stats, "shards": [{**stats["shards"][0], "md5": "0" * 32}, *stats["shards"][1:]]}
+    assert find_trained(storage, base, training_key(base, moved)) is None, "other features, other key"
 
 
 def test_two_replicas_are_in_sync_and_both_run_steps():

@@ -4,12 +4,16 @@ The candidate directory is a TF Serving version directory (saved_model.pb, varia
 plus metrics.json, training.png, canary.json, TF Serving's warmup requests (made from the canary
 rows, in assets.extra/) and, written last, MANIFEST.json. It is
 uploaded under a hidden name and renamed to models/<model>/candidates/<D>-<digest8>.
-Nothing in it depends on the clock, so the same data and parameters give the same digest.
+Nothing in it depends on the clock. A candidate records its training key (D's feature shards by
+md5, the configuration, the seed): a rerun with the same key hands on that candidate and trains
+nothing, so a cleared `train` or a rerun of the day never publishes a second version of one model
+(bit-identical retraining is not something TF promises on a loaded CPU or after a restore).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import posixpath
@@ -20,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from tfship.data.schema import NUM_CLASSES
+from tfship.data.stats import read_stats
 from tfship.days import day_number
 from tfship.errors import TfshipError
 from tfship.paths import candidate_dir
-from tfship.release.manifest import FileEntry, build_manifest, md5_of_stream, write_manifest
+from tfship.release.manifest import FileEntry, build_manifest, md5_of_stream, read_manifest, write_manifest
 from tfship.serving.warmup import write_warmup
 from tfship.storage import Storage
 from tfship.training.features_io import LocalFeatures, make_dataset, parse_records, stage_features
@@ -244,9 +249,49 @@ def upload_candidate(storage: Storage, local: Path, *, model: str, day: dt.date)
     return final, manifest.digest, False
 
 
+def training_key(config: TrainConfig, stats: Mapping[str, Any]) -> str:
+    """What decides the trained weights: D's feature shards (by md5), the configuration and the seed."""
+    inputs = {
+        "model": config.model,
+        "dataset": config.dataset,
+        "day": config.day.isoformat(),
+        "shards": sorted((shard["path"], shard["md5"]) for shard in stats["shards"]),
+        "hparams": config.hparams.to_dict(),
+        "epochs": config.epochs,
+        "global_batch": config.global_batch,
+        "replicas": config.replicas,
+        "seed": config.seed,
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def find_trained(storage: Storage, config: TrainConfig, key: str) -> TrainResult | None:
+    """An uploaded candidate of D whose metrics.json carries `key`, else None."""
+    head = posixpath.dirname(candidate_dir(config.model, config.day, "0" * 8))
+    if not storage.exists(head):
+        return None
+    for name in sorted(storage.list(head)):
+        if not name.startswith(f"{config.day.isoformat()}-"):
+            continue  # another day, or an upload in progress (hidden name)
+        path = posixpath.join(head, name)
+        metrics_path = posixpath.join(path, "metrics.json")
+        if not storage.exists(posixpath.join(path, "MANIFEST.json")) or not storage.exists(metrics_path):
+            continue
+        with storage.open_read(metrics_path) as handle:
+            metrics = json.loads(handle.read())
+        if metrics.get("training_key") == key:
+            return TrainResult(path, storage.uri(path), read_manifest(storage, path).digest, metrics, reused=True)
+    return None
+
+
 def train_and_export(storage: Storage, config: TrainConfig, *, env: Mapping[str, str] | None = None) -> TrainResult:
-    """Train on D's features, export, write the candidate's files, upload them."""
+    """Train on D's features, export, write the candidate's files, upload them (or hand on the same key's)."""
     env = os.environ if env is None else env
+    key = training_key(config, read_stats(storage, config.dataset, config.day))
+    # Every worker of a cluster looks before any of them trains, so all of them skip alike.
+    trained = find_trained(storage, config, key)
+    if trained is not None:
+        return trained
     strategy, plan = make_strategy(replicas=config.replicas, env=env)  # before any other TF work
     per_replica = per_replica_batch(plan, config.global_batch)
     chief = plan.task_index == 0
@@ -314,6 +359,7 @@ def train_and_export(storage: Storage, config: TrainConfig, *, env: Mapping[str,
         "per_replica_batch": per_replica,
         "strategy": {"kind": plan.kind, "replicas": plan.replicas, "workers": plan.workers},
         "hparams": config.hparams.to_dict(),
+        "training_key": key,
         "history": [{k: round(v, 6) for k, v in entry.items()} for entry in history],
     }
     (local / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
