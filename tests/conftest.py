@@ -21,20 +21,26 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
 
 
-# Run by `make test` on two pytest-xdist workers (`--dist loadgroup`). These share Airflow's
-# metadata database under var/airflow or the daily DAG's serving container (tfserving-mnist on
-# 8500/8501), so they run on one worker, in order; every other module is a group of its own, so
-# its module- and session-scoped parts (a YARN cluster, a serving fleet) start once.
+# Run by `make test` on two pytest-xdist workers (`--dist loadscope`, scopes as below). These
+# share Airflow's metadata database under var/airflow or the daily DAG's serving container
+# (tfserving-mnist on 8500/8501), so they run on one worker, in order; every other module is a
+# scope of its own, so its module- and session-scoped parts (a YARN cluster, a fleet) start once.
 ONE_WORKER = ("tests/e2e/", "tests/scheduler/", "tests/plugins/", "tests/dags/", "tests/publish/test_publish_dag.py")
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    for item in items:
-        path = Path(str(item.fspath)).resolve().relative_to(PROJECT_ROOT).as_posix()
-        group = "airflow-and-tfserving-mnist" if path.startswith(ONE_WORKER) else path
-        item.add_marker(pytest.mark.xdist_group(group))
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    # Not xdist_group marks: xdist 3.8 renames node ids for them, which pytest 9.2's ids ignore.
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByPart(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "airflow-and-tfserving-mnist" if module.startswith(ONE_WORKER) else module
+
+    return ByPart(config, log)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
