@@ -19,7 +19,7 @@ test: setup
 	$(ENV) scripts/docker-up
 	$(ENV) scripts/serving-image
 	$(ENV) ruff check .
-	$(ENV) python -m pytest -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
+	$(ENV) python -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS)
 
 lint: setup
 	$(ENV) ruff check .

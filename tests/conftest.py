@@ -25,7 +25,22 @@ T = TypeVar("T")
 # share Airflow's metadata database under var/airflow or the daily DAG's serving container
 # (tfserving-mnist on 8500/8501), so they run on one worker, in order; every other module is a
 # scope of its own, so its module- and session-scoped parts (a YARN cluster, a fleet) start once.
-ONE_WORKER = ("tests/e2e/", "tests/scheduler/", "tests/plugins/", "tests/dags/", "tests/publish/test_publish_dag.py")
+# The scheduler story has its own Airflow home, serving host and ports: it runs beside them, and
+# starts first (with `--no-loadscope-reorder` scopes go out in collection order), so the two
+# longest scopes run side by side and the short ones fill in behind them.
+ONE_WORKER = ("tests/e2e/", "tests/plugins/", "tests/dags/", "tests/publish/test_publish_dag.py")
+FIRST = ("tests/scheduler/",)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+
+    def rank(item: pytest.Item) -> int:
+        module = item.nodeid.split("::", 1)[0]
+        return 0 if module.startswith(FIRST) else 1 if module.startswith(ONE_WORKER) else 2
+
+    items.sort(key=rank)  # stable: each module keeps its order
 
 
 @pytest.hookimpl(optionalhook=True)

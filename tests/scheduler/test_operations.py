@@ -13,6 +13,7 @@ through the REST API instead of the UI).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -55,6 +56,10 @@ SITE_PARAMS = {
 TODAY = dt.datetime.now(dt.UTC).date()
 SCHEDULED_DAYS = [TODAY - dt.timedelta(days=2), TODAY - dt.timedelta(days=1)]
 BACKFILL_DAYS = [TODAY - dt.timedelta(days=n) for n in (4, 3)]  # two: enough to show order, one run less
+# A serving host of its own (name, container `tfserving-mnist-ops`, ports), so the story runs beside
+# the e2e tests' `local` host on the other pytest-xdist worker.
+HOST = "ops"
+CONTAINER = f"tfserving-mnist-{HOST}"
 ARTIFACTS = Path(os.environ.get("TFSHIP_ARTIFACTS_DIR", PROJECT_ROOT / "var" / "artifacts")) / "scheduler"
 
 
@@ -71,8 +76,11 @@ def _free_port() -> int:
 class Site:
     """What the tests share: the server, the storage root, the serving directory, the alert receiver."""
 
-    def __init__(self, server: AirflowServer, root: Path, webhook: WebhookReceiver, docker_url: str) -> None:
+    def __init__(
+        self, server: AirflowServer, root: Path, webhook: WebhookReceiver, docker_url: str, rest_port: int
+    ) -> None:
         self.server = server
+        self.rest_port = rest_port
         self.root = root
         self.storage = LocalStorage(f"file://{root}")
         self.serving = root / "serving" / "mnist"
@@ -90,7 +98,7 @@ class Site:
         return [line for line in self.log_lines() if line.get("event") == kind]
 
     def served(self) -> dict[str, Any]:
-        with urllib.request.urlopen("http://127.0.0.1:8501/v1/models/mnist", timeout=10) as answer:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.rest_port}/v1/models/mnist", timeout=10) as answer:
             return json.loads(answer.read())
 
     def run_for(self, day: dt.date, run_type: str) -> dict[str, Any]:
@@ -132,10 +140,12 @@ def site(tmp_path_factory: pytest.TempPathFactory, docker_base_url: str) -> Iter
     for day in BACKFILL_DAYS + SCHEDULED_DAYS:
         write_day(storage, day, rows=ROWS, shards=2, bad_fraction=0.02)
     webhook = WebhookReceiver().start()
+    rest_port = _free_port()
     env = {
         "DOCKER_HOST": docker_base_url,
         "TFSHIP_STORAGE_ROOT": storage.root_uri,
-        "TFSHIP_SERVING_DIR": f"local={root}/serving/mnist",
+        "TFSHIP_SERVING_DIR": f"{HOST}={root}/serving/mnist",
+        "TFSHIP_SERVING_ADDRESSES": f"{HOST}=127.0.0.1:{rest_port}:{_free_port()}",
         "TFSHIP_LOCAL_WORK_DIR": f"{root}/work",
         "TFSHIP_SCHEDULE_START": SCHEDULED_DAYS[0].isoformat(),
         "TFSHIP_CATCHUP": "true",
@@ -148,9 +158,13 @@ def site(tmp_path_factory: pytest.TempPathFactory, docker_base_url: str) -> Iter
     try:
         server.start()
         server.unpause(DAG_ID)  # only now: every component answers
-        yield Site(server, root, webhook, docker_base_url)
+        yield Site(server, root, webhook, docker_base_url, rest_port)
     finally:
         server.stop()
+        with contextlib.suppress(Exception):  # its container, whatever state the story left it in
+            import docker
+
+            docker.DockerClient(base_url=docker_base_url).containers.get(CONTAINER).remove(force=True)
         webhook.stop()
         if server.log_path.exists():
             shutil.copy(server.log_path, ARTIFACTS / "standalone.log")
@@ -194,7 +208,7 @@ def _stop_serving_mid_release(site: Site, version: int, stop: threading.Event) -
         except (OSError, ValueError, KeyError):
             loading = False
         if loading:
-            client.containers.get("tfserving-mnist").stop(timeout=0)
+            client.containers.get(CONTAINER).stop(timeout=0)
             site.faults["serving_stopped_mid_release"] = version
             return
         time.sleep(0.05)
