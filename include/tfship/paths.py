@@ -88,11 +88,16 @@ def quarantine_dir(dataset: str, day: dt.date) -> str:
     return posixpath.join("quarantine", check_name("dataset", dataset), partition(day))
 
 
+def candidates_dir(model: str) -> str:
+    """`models/<model>/candidates`: every trained model of one model name, one directory each."""
+    return posixpath.join("models", check_name("model", model), "candidates")
+
+
 def candidate_dir(model: str, day: dt.date, digest: str) -> str:
     """A trained model waiting for publication, named by D and its manifest digest."""
     if not re.fullmatch(r"[0-9a-f]{8,}", digest):
         raise ConfigError(f"digest {digest!r} is not a lowercase hex md5")
-    return posixpath.join("models", check_name("model", model), "candidates", f"{day.isoformat()}-{digest[:8]}")
+    return posixpath.join(candidates_dir(model), f"{day.isoformat()}-{digest[:8]}")
 
 
 def infra_validation_path(candidate: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from airflow.sdk.bases.xcom import BaseXCom
 from airflow.sdk.exceptions import AirflowFailException
 
 from tfship.alerts import build_alert
@@ -13,8 +14,6 @@ from tfship.days import parse_day
 from tfship.errors import TfshipError
 from tfship.paths import features_dir
 from tfship_airflow.alerts import alert, task_label
-
-XCOM_RETURN_KEY = "return_value"
 
 
 def drift_policy(params: Mapping[str, Any]) -> Any:
@@ -62,6 +61,6 @@ def check_day_drift(
     alert(context, payload, error=failure)
     if report.fails:
         # A failed task hands on no return value: push the report first, so the release record says why.
-        ti.xcom_push(key=XCOM_RETURN_KEY, value=data)
+        ti.xcom_push(key=BaseXCom.XCOM_RETURN_KEY, value=data)
         raise failure
     return data

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.bases.xcom import BaseXCom
 from airflow.sdk.exceptions import AirflowFailException
 
 from tfship.config import ALERT_WEBHOOK_CONN_ID, StorageConfig
 from tfship_airflow.alerts import alert, task_label
 from tfship_airflow.serving import build_standin_image, docker_url
-
-XCOM_RETURN_KEY = "return_value"
 
 
 class InfraValidateOperator(BaseOperator):
@@ -92,7 +92,6 @@ class InfraValidateOperator(BaseOperator):
         from tfship.alerts import build_alert
         from tfship.paths import infra_validation_path
         from tfship.release.transfer import Source
-        from tfship.serving.canary import CanaryPolicy
         from tfship.serving.container import choose_image
         from tfship.serving.infra_checks import recorded_pass, write_result
         from tfship.serving.infra_validate import InfraPolicy, validate_candidate
@@ -111,14 +110,11 @@ class InfraValidateOperator(BaseOperator):
                 where,
             )
             return recorded.to_dict() | {"record": where, "reused": True}
-        # The canary's shape, not its latency: a cold throwaway container on a busy worker is no benchmark.
-        canary = CanaryPolicy(
-            concurrency=2,
-            accuracy_floor=0.0,
+        # InfraPolicy's canary (the shape, not the latency), with this task's tolerances.
+        canary = replace(
+            InfraPolicy().canary,
             max_abs_diff=float(self.max_abs_diff),
             min_argmax_agreement=float(self.min_argmax_agreement),
-            latency_budget_ms=120_000,
-            request_timeout_s=120,
         )
         result = validate_candidate(
             api,
@@ -139,7 +135,7 @@ class InfraValidateOperator(BaseOperator):
             return data
         self.log.error("\n%s\n  recorded at %s", block, storage.uri(path))
         ti = context["ti"]
-        ti.xcom_push(key=XCOM_RETURN_KEY, value=data)  # a failed task returns nothing: the record needs it
+        ti.xcom_push(key=BaseXCom.XCOM_RETURN_KEY, value=data)  # a failed task returns nothing: the record needs it
         failure = AirflowFailException(
             f"infra validation of {self.candidate} failed, nothing was published: {result.reason}"
         )

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tfship.constants import DriftStatus, HostStatus, ReleaseStatus, RolloutStep
+from tfship.constants import DriftAction, DriftStatus, HostStatus, ReleaseStatus, RolloutStep
 from tfship.days import parse_day
 from tfship.errors import ConfigError, PathEscapeError, StorageError
 from tfship.paths import check_name, model_releases_dir, normalize_relative, release_record_path
@@ -133,11 +133,18 @@ def _host_status(
 
 
 def _summary(
-    status: ReleaseStatus, hosts: list[dict[str, Any]], version: int | None, gate: dict[str, Any] | None
+    status: ReleaseStatus,
+    hosts: list[dict[str, Any]],
+    version: int | None,
+    gate: dict[str, Any] | None,
+    drift: Mapping[str, Any] | None = None,
 ) -> str:
     if status == ReleaseStatus.HELD:
         reason = str(gate["reason"]) if gate else "?"
-        return reason if reason.startswith("held by the drift check") else f"held by the gate: {reason}"
+        # A drift hold is the gate's reason already ("held by the drift check: ...", release.gate).
+        drifted = dict(drift or {})
+        held_by_drift = drifted.get("status") == DriftStatus.DRIFTED and drifted.get("action") == DriftAction.HOLD
+        return reason if held_by_drift else f"held by the gate: {reason}"
     names = ", ".join(host["host"] for host in hosts)
     if status == ReleaseStatus.RELEASED:
         forced = " (FORCED past the gate)" if gate and gate.get("forced") else ""
@@ -220,7 +227,7 @@ def release_record(
         status, summary = ReleaseStatus.FAILED, "no gate decision: evaluate failed or did not run"
     elif held:
         status = ReleaseStatus.HELD
-        summary = _summary(status, host_entries, version, gate)
+        summary = _summary(status, host_entries, version, gate, drift_report)
     elif infra_result is not None and not infra_result["passed"]:
         reason = infra_result.get("reason")
         status, summary = ReleaseStatus.FAILED, f"infra validation failed, nothing was published: {reason}"
@@ -241,7 +248,7 @@ def release_record(
         else:
             status = ReleaseStatus.FAILED
         if states != {HostStatus.SUPERSEDED}:
-            summary = _summary(status, host_entries, version, gate)
+            summary = _summary(status, host_entries, version, gate, drift_report)
     return {
         "schema": SCHEMA_VERSION,
         "model": model,

@@ -27,8 +27,15 @@ from tfship.data.schema import NUM_CLASSES
 from tfship.data.stats import read_stats
 from tfship.days import day_number
 from tfship.errors import TfshipError
-from tfship.paths import candidate_dir
-from tfship.release.manifest import FileEntry, build_manifest, md5_of_stream, read_manifest, write_manifest
+from tfship.paths import candidate_dir, candidates_dir
+from tfship.release.manifest import (
+    FileEntry,
+    ManifestError,
+    build_manifest,
+    md5_of_stream,
+    read_manifest,
+    write_manifest,
+)
 from tfship.serving.warmup import write_warmup
 from tfship.storage import Storage
 from tfship.training.features_io import LocalFeatures, make_dataset, parse_records, stage_features
@@ -267,7 +274,7 @@ def training_key(config: TrainConfig, stats: Mapping[str, Any]) -> str:
 
 def find_trained(storage: Storage, config: TrainConfig, key: str) -> TrainResult | None:
     """An uploaded candidate of D whose metrics.json carries `key`, else None."""
-    head = posixpath.dirname(candidate_dir(config.model, config.day, "0" * 8))
+    head = candidates_dir(config.model)
     if not storage.exists(head):
         return None
     for name in sorted(storage.list(head)):
@@ -275,12 +282,17 @@ def find_trained(storage: Storage, config: TrainConfig, key: str) -> TrainResult
             continue  # another day, or an upload in progress (hidden name)
         path = posixpath.join(head, name)
         metrics_path = posixpath.join(path, "metrics.json")
-        if not storage.exists(posixpath.join(path, "MANIFEST.json")) or not storage.exists(metrics_path):
+        if not storage.exists(metrics_path):
             continue
         with storage.open_read(metrics_path) as handle:
             metrics = json.loads(handle.read())
-        if metrics.get("training_key") == key:
-            return TrainResult(path, storage.uri(path), read_manifest(storage, path).digest, metrics, reused=True)
+        if metrics.get("training_key") != key:
+            continue
+        try:
+            digest = read_manifest(storage, path).digest
+        except ManifestError:
+            continue  # no manifest: not a whole upload
+        return TrainResult(path, storage.uri(path), digest, metrics, reused=True)
     return None
 
 
