@@ -5,7 +5,7 @@ ENV := . scripts/env.sh &&
 # Two pytest-xdist workers: much of the suite waits on containers, JVMs and Airflow's loops.
 TEST_WORKERS ?= 2
 
-.PHONY: run test setup lint hdfs-up hdfs-down docker-up bench clean
+.PHONY: run test setup lint hdfs-up hdfs-down cluster-up cluster-down docker-up bench clean
 
 setup:
 	scripts/setup
@@ -29,6 +29,13 @@ hdfs-up: setup
 
 hdfs-down:
 	scripts/hdfs-down
+
+# HDFS and YARN (ResourceManager + NodeManager) in one JVM on loopback; prints the exports for spark-submit.
+cluster-up: setup
+	$(ENV) python -m harness.cluster up
+
+cluster-down:
+	$(ENV) python -m harness.cluster down
 
 docker-up: setup
 	scripts/docker-up

@@ -43,13 +43,14 @@ class Sizing:
 
     A container is heap + max(384 MB, 10%) overhead, rounded up to a multiple of the minimum
     allocation: 512m heaps give 896 MB containers (the default 1024 MB minimum would round them
-    to 1024). AM + 2 executors = 2688 MB of the NodeManager's 4096 MB; a third executor would
-    still fit (3584 MB), a fourth would not. The maximum allocation (2048 MB, 4 vcores) is what
-    one container may ask for: spark-submit refuses more memory before submitting, the
-    ResourceManager refuses more vcores when the ApplicationMaster asks.
+    to 1024). The NodeManager's 6144 MB hold an AM and two training workers (jobs/train_cluster.py:
+    512m heap + 1536m overhead for the TensorFlow process = 2048 MB each, 4992 MB in all).
+    The maximum allocation (2048 MB, 4 vcores) is what one container may ask for: spark-submit
+    refuses more memory before submitting, the ResourceManager refuses more vcores when the
+    ApplicationMaster asks.
     """
 
-    nm_memory_mb: int = 4096
+    nm_memory_mb: int = 6144
     nm_vcores: int = 4
     min_allocation_mb: int = 128
     max_allocation_mb: int = 2048
@@ -289,6 +290,15 @@ class MiniCluster:
         if self.process and self.process.poll() is None:
             stop_cluster(self.process.pid, self.base_dir)
             self.process.wait()
+
+    def container_logs(self, app_id: str, name: str = "stderr") -> dict[str, str]:
+        """Each container's log file `name` of one application, from the NodeManager's log dirs."""
+        found = (self.base_dir / "yarn").glob(f"**/{app_id}/container_*/{name}")
+        return {path.parent.name: path.read_text(errors="replace") for path in sorted(found)}
+
+    def apps(self) -> list[dict]:
+        """Every application the ResourceManager knows (its REST API)."""
+        return (_get_json(f"{self.rm_webapp_url}/ws/v1/cluster/apps").get("apps") or {}).get("app") or []
 
     # -- Spark on this cluster -------------------------------------------------------------
 
