@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
     endpoints = [e for e in args.webhdfs_endpoints.split(";") if e]
     storage = open_storage(args.storage_root, endpoints, args.hdfs_user)
-    spark = SparkSession.builder.appName(f"tfship-preprocess-{args.dataset}-{args.day}").getOrCreate()
+    spark = SparkSession.builder.getOrCreate()  # named by spark-submit's --name (the DAG: the run's id)
     try:
         stats = preprocess_day(
             spark,

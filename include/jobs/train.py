@@ -1,7 +1,8 @@
 """Training process entry point (one per worker): train on D's features and upload a candidate.
 
 Run by the DAG's `train` task as a subprocess, so a killed or retried task resumes from the
-checkpoints in --work-dir. On several hosts set TF_CONFIG and start one process per worker.
+checkpoints in --work-dir. On several hosts jobs/train_cluster.py starts one per worker, each
+with its TF_CONFIG and --workers N.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from tfship.config import Settings
 from tfship.days import parse_day
 from tfship.errors import TfshipError
 from tfship.training.model import HParams
+from tfship.training.strategy import tf_config_workers
 from tfship.training.train import TrainConfig, train_and_export
 
 RESULT_PREFIX = "TFSHIP_RESULT "
@@ -32,22 +34,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--global-batch", type=int, default=128)
     parser.add_argument("--replicas", type=int, default=2)
+    parser.add_argument("--workers", type=int, help="hosts training together (default: as many as TF_CONFIG names)")
     parser.add_argument("--extra-file", action="append", default=[], type=Path, help="copied into the candidate")
     args = parser.parse_args(argv)
 
-    settings = Settings.from_env()
-    config = TrainConfig(
-        dataset=settings.dataset,
-        model=settings.model,
-        day=args.day,
-        work_dir=args.work_dir,
-        hparams=HParams.from_dict(json.loads(args.hparams)),
-        epochs=args.epochs,
-        global_batch=args.global_batch,
-        replicas=args.replicas,
-        extra_files={path.name: path.read_bytes() for path in args.extra_file},
-    )
     try:
+        settings = Settings.from_env()
+        config = TrainConfig(
+            dataset=settings.dataset,
+            model=settings.model,
+            day=args.day,
+            work_dir=args.work_dir,
+            hparams=HParams.from_dict(json.loads(args.hparams)),
+            epochs=args.epochs,
+            global_batch=args.global_batch,
+            replicas=args.replicas,
+            workers=args.workers or tf_config_workers(os.environ.get("TF_CONFIG")),
+            extra_files={path.name: path.read_bytes() for path in args.extra_file},
+        )
         result = train_and_export(settings.storage.open(), config, env=os.environ)
     except TfshipError as err:
         print(ERROR_PREFIX + str(err), flush=True)

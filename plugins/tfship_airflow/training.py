@@ -63,21 +63,10 @@ def choose_config(settings: Settings, results: list[dict], context: Mapping[str,
     return {"hparams": best["hparams"], "config_id": best["config_id"], "report_dir": str(directory)}
 
 
-def run_training(
-    settings: Settings, choice: dict, day: str, params: Mapping[str, Any], context: Mapping[str, Any]
-) -> dict:
-    """Run the training process (`python -m jobs.train`), streaming its output into the task log.
-
-    A subprocess, so the process owns its TensorFlow runtime (logical CPU replicas must be set
-    before TF starts) and a retry resumes from the per-epoch checkpoints in the work dir.
-    """
-    from jobs.train import BAD_INPUT_EXIT, ERROR_PREFIX, RESULT_PREFIX
-
+def _train_args(settings: Settings, choice: dict, day: str, params: Mapping[str, Any], context: Mapping[str, Any]):
+    """The arguments of `python -m jobs.train`, the same for one host and for every worker of a cluster."""
     report = Path(choice["report_dir"])
-    command = [
-        sys.executable,
-        "-m",
-        "jobs.train",
+    return [
         "--day",
         day,
         "--work-dir",
@@ -95,11 +84,35 @@ def run_training(
         "--extra-file",
         str(report / "cv_results.png"),
     ]
+
+
+def run_training(
+    settings: Settings, choice: dict, day: str, params: Mapping[str, Any], context: Mapping[str, Any]
+) -> dict:
+    """Train on this host (`train_workers` 1) or on a Spark cluster, and hand on the candidate."""
+    workers = int(params.get("train_workers", 1))
+    if workers > 1:
+        return _train_on_cluster(settings, choice, day, params, context, workers)
+    return _train_here(_train_args(settings, choice, day, params, context))
+
+
+def _train_here(args: list[str]) -> dict:
+    """Run the training process (`python -m jobs.train`), streaming its output into the task log.
+
+    A subprocess, so the process owns its TensorFlow runtime (logical CPU replicas must be set
+    before TF starts) and a retry resumes from the per-epoch checkpoints in the work dir.
+    """
+    from jobs.train import BAD_INPUT_EXIT, ERROR_PREFIX, RESULT_PREFIX
+
     result: dict | None = None
     error = ""
     tail: deque[str] = deque(maxlen=20)
     with subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ)
+        [sys.executable, "-m", "jobs.train", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(os.environ),
     ) as process:
         for line in process.stdout:  # type: ignore[union-attr]
             line = line.rstrip("\n")
@@ -114,6 +127,72 @@ def run_training(
     if process.returncode != 0 or result is None:
         raise AirflowException(f"training process exited with {process.returncode}: " + " | ".join(list(tail)[-5:]))
     return result
+
+
+def _train_on_cluster(
+    settings: Settings,
+    choice: dict,
+    day: str,
+    params: Mapping[str, Any],
+    context: Mapping[str, Any],
+    workers: int,
+) -> dict:
+    """Submit jobs/train_cluster.py through the Spark connection: `workers` executors, one barrier stage.
+
+    The candidate is then found on the storage root by its training key, so client and cluster
+    deploy modes (where the driver's output never reaches this log) end the same way.
+    """
+    from jobs.train import BAD_INPUT_EXIT, ERROR_PREFIX
+    from tfship.config import PROJECT_ROOT, SPARK_CONN_ID
+    from tfship.data.stats import read_stats
+    from tfship.packaging import publish_library_zip
+    from tfship.training.cluster import WorkerResources
+    from tfship.training.model import HParams
+    from tfship.training.train import TrainConfig, find_trained, training_key
+    from tfship_airflow.spark import NOT_ENOUGH_SLOTS, REFUSALS, MarkedLinesSparkSubmitHook
+
+    storage = settings.storage.open()
+    resources = WorkerResources.from_env(os.environ)
+    hook = MarkedLinesSparkSubmitHook(
+        marks=(ERROR_PREFIX,),
+        reasons=(*REFUSALS, NOT_ENOUGH_SLOTS),
+        conn_id=SPARK_CONN_ID,
+        conf={**resources.spark_conf(workers), "spark.ui.showConsoleProgress": "false"},
+        py_files=publish_library_zip(storage),
+        name=f"tfship-train-{context['dag_run'].run_id}",
+        application_args=["--workers", str(workers), "--", *_train_args(settings, choice, day, params, context)],
+        env_vars={k: v for k, v in os.environ.items() if k.startswith("TFSHIP_")},
+    )
+    try:
+        hook.submit(str(PROJECT_ROOT / "include" / "jobs" / "train_cluster.py"))
+    except AirflowException as err:
+        refused = hook.marked.get(ERROR_PREFIX)
+        if refused and f"Error code is: {BAD_INPUT_EXIT}." in str(err):
+            raise AirflowFailException(refused) from err
+        said = [hook.explained[r] for r in REFUSALS if r in hook.explained]
+        if said:  # the cluster will refuse this request every time: no retry
+            raise AirflowFailException(f"the cluster refused {workers} training workers: {said[-1]}") from err
+        if NOT_ENOUGH_SLOTS in hook.explained:  # may pass later on a busier or growing cluster
+            raise AirflowException(
+                f"the cluster could not start {workers} training workers at once: {hook.explained[NOT_ENOUGH_SLOTS]}"
+            ) from err
+        raise
+    config = TrainConfig(
+        dataset=settings.dataset,
+        model=settings.model,
+        day=parse_day(day),
+        work_dir=Path("unused"),
+        hparams=HParams.from_dict(dict(choice["hparams"])),
+        epochs=int(params["epochs"]),
+        global_batch=int(params["global_batch"]),
+        replicas=int(params["replicas"]),
+        workers=workers,
+    )
+    key = training_key(config, read_stats(storage, settings.dataset, config.day))
+    trained = find_trained(storage, config, key)
+    if trained is None:
+        raise AirflowException(f"the training job succeeded but no candidate of {day} has training key {key[:12]}")
+    return trained.summary().to_dict()
 
 
 def evaluation_gate(

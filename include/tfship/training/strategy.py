@@ -58,6 +58,12 @@ def parse_tf_config(raw: str | None) -> dict | None:
     return config if len(workers) > 1 else None
 
 
+def tf_config_workers(raw: str | None) -> int:
+    """How many workers a TF_CONFIG names (1 when unset)."""
+    config = parse_tf_config(raw)
+    return len(config["cluster"]["worker"]) if config else 1
+
+
 def plan_strategy(*, replicas: int, gpus: int, tf_config: str | None) -> StrategyPlan:
     """Decide the strategy from the environment (pure: testable without TensorFlow)."""
     if replicas < 1:

@@ -44,6 +44,7 @@ from tfship.training.strategy import make_strategy, per_replica_batch
 
 CANARY_SIZE = 256
 PROGRESS_FILE = "progress.jsonl"
+RESUME_PREFIX = "TFSHIP_RESUME "  # the log line a resumed run prints (jobs.train hands it on)
 
 
 class TrainingError(TfshipError):
@@ -62,6 +63,7 @@ class TrainConfig:
     epochs: int = 4
     global_batch: int = 128
     replicas: int = 2
+    workers: int = 1  # hosts training together; more than 1 needs a TF_CONFIG naming them
     extra_files: Mapping[str, bytes] = field(default_factory=dict)
 
     @property
@@ -267,6 +269,7 @@ def training_key(config: TrainConfig, stats: Mapping[str, Any]) -> str:
         "epochs": config.epochs,
         "global_batch": config.global_batch,
         "replicas": config.replicas,
+        "workers": config.workers,
         "seed": config.seed,
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode("utf-8")).hexdigest()
@@ -305,6 +308,11 @@ def train_and_export(storage: Storage, config: TrainConfig, *, env: Mapping[str,
     if trained is not None:
         return trained
     strategy, plan = make_strategy(replicas=config.replicas, env=env)  # before any other TF work
+    if plan.workers != config.workers:
+        raise TrainingError(
+            f"asked to train on {config.workers} workers but TF_CONFIG names {plan.workers}: "
+            "start every worker with the same --workers and a TF_CONFIG listing all of them"
+        )
     per_replica = per_replica_batch(plan, config.global_batch)
     chief = plan.task_index == 0
     # Workers given the same --work-dir (one host, or a shared disk) must not share checkpoint,
@@ -347,6 +355,11 @@ def train_and_export(storage: Storage, config: TrainConfig, *, env: Mapping[str,
     with strategy.scope():
         model = build_model(config.hparams)
     progress = work_dir / PROGRESS_FILE
+    done = read_progress(progress)
+    if done and (work_dir / "backup").exists():
+        # BackupAndRestore restores the weights and the epoch; say where training picks up.
+        last = done[-1]["epoch"]
+        print(f"{RESUME_PREFIX}after epoch {last} of {config.epochs} (worker {plan.task_index})", flush=True)
     callbacks = [
         keras.callbacks.BackupAndRestore(str(work_dir / "backup"), save_freq="epoch", delete_checkpoint=False),
         _progress_callback(progress),
