@@ -128,22 +128,42 @@ def test_too_much_quarantine_fails_validation(tmp_path: Path):
 
 
 @pytest.mark.hdfs
-def test_run_on_real_hdfs_publishes_the_candidate_from_hdfs(hdfs_cluster, tmp_path: Path):
+@pytest.mark.yarn
+def test_run_on_yarn_trains_on_two_workers_and_publishes_from_hdfs(yarn_cluster, tmp_path: Path):
+    """spark_default pointed at YARN and `train_workers` 2: nothing else of the DAG changes."""
     from tfship.release.manifest import read_manifest
     from tfship.storage import WebHdfsStorage
 
-    storage = WebHdfsStorage(f"{hdfs_cluster.rpc_uri}/e2e", [hdfs_cluster.webhdfs_url], user="root")
+    storage = WebHdfsStorage(f"{yarn_cluster.rpc_uri}/e2e", [yarn_cluster.webhdfs_url], user="root")
     storage.delete("", recursive=True)
     summary = write_day(storage, dt.date(2026, 11, 22), rows=1500, shards=2, bad_fraction=0.02)
-    done = _dags_test(
-        storage.root_uri, {"day": "2026-11-22", **FAST},
-        {"TFSHIP_WEBHDFS_ENDPOINTS": hdfs_cluster.webhdfs_url, "TFSHIP_HDFS_USER": "root"},
-        local_root=tmp_path,
-    )  # fmt: skip
-    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    known = {app["id"] for app in yarn_cluster.apps()}
+    spark_env = yarn_cluster.spark_env()
+    on_yarn = {
+        **{k: spark_env[k] for k in ("HADOOP_CONF_DIR", "YARN_CONF_DIR", "SPARK_LOCAL_IP", "PYSPARK_PYTHON")},
+        "SPARK_CONF_DIR": str(yarn_cluster.write_spark_defaults(tmp_path / "spark-conf")),
+        "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps(
+            {"conn_type": "spark", "host": "yarn", "extra": {"deploy-mode": "client", "spark-binary": "spark-submit"}}
+        ),
+        "TFSHIP_WEBHDFS_ENDPOINTS": yarn_cluster.webhdfs_url,
+        "TFSHIP_HDFS_USER": "root",
+    }
+    done = _dags_test(storage.root_uri, {"day": "2026-11-22", **FAST, "train_workers": 2}, on_yarn, local_root=tmp_path)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
     _assert_preprocessed(storage, dt.date(2026, 11, 22), summary)
     assert any(name.startswith("tfship-") for name in storage.list("work/lib"))
+    # Both Spark jobs ran on the ResourceManager: preprocessing, then training's barrier stage.
+    apps = sorted((a for a in yarn_cluster.apps() if a["id"] not in known), key=lambda a: a["id"])
+    assert [a["name"].split("-manual__")[0] for a in apps] == ["tfship-preprocess", "tfship-train"], apps
+    assert {(a["state"], a["finalStatus"]) for a in apps} == {("FINISHED", "SUCCEEDED")}, apps
+    from tests.integration.test_yarn_training import workers_in_containers
+
+    workers = workers_in_containers(yarn_cluster, apps[1]["id"])
+    assert sorted(workers) == [0, 1] and workers[0].isdisjoint(workers[1]), workers
     [candidate] = storage.list("models/mnist/candidates")
+    with storage.open_read(f"models/mnist/candidates/{candidate}/metrics.json") as handle:
+        assert json.loads(handle.read())["strategy"]["workers"] == 2
     on_hdfs = read_manifest(storage, f"models/mnist/candidates/{candidate}")
     [release] = _releases(tmp_path / "serving" / "mnist")
     assert (release["version"], release["digest"]) == (2026112200, on_hdfs.digest)
