@@ -292,3 +292,16 @@ def test_preprocess_on_real_hdfs(spark, hdfs_storage, hdfs_cluster):
     assert stats["source"].startswith("hdfs://")
     assert read_stats(hdfs_storage, "mnist", D) == stats
     assert hdfs_storage.list("features/mnist/dt=2026-11-25") == ["_SUCCESS", "_stats.json", "eval", "train"]
+
+
+def test_local_spark_listens_on_loopback_only(spark, local_storage):
+    """The embedded defaults' SPARK_LOCAL_IP: the driver and block manager of local Spark bind 127.0.0.1."""
+    from tests.integration.test_yarn import LOOPBACK_HOSTS, listeners
+
+    write_raw(local_storage, {"part-0.jsonl": [row(f"l{i}") for i in range(20)]})
+    run(spark, local_storage)  # the job has run: every server of the driver JVM is up
+    jvm = spark.sparkContext._gateway.proc.pid  # pyspark's py4j gateway: the driver's JVM
+    found = listeners({jvm})
+    assert found, "the driver JVM listens on nothing?"
+    outside = [(pid, address) for pid, address in found if address.rsplit(":", 1)[0] not in LOOPBACK_HOSTS]
+    assert outside == [], f"local Spark listens beyond loopback (is SPARK_LOCAL_IP=127.0.0.1 set?): {outside}"
