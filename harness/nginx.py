@@ -8,6 +8,7 @@ starts nginx as its own master process (pid file in conf_dir) and waits until it
 
 from __future__ import annotations
 
+import random
 import shutil
 import signal
 import socket
@@ -19,12 +20,22 @@ from pathlib import Path
 from harness import PartUnavailable, apt_install
 from tfship.serving.balancer import UPSTREAMS_FILE, Backend, render_nginx_conf, render_upstreams
 
+# Below Linux's ephemeral range (32768-60999): ports the kernel hands out for bind(0) and for
+# outgoing connections (Spark, YARN and TensorFlow in tests running beside these) never land
+# here, so a port stays ours while a container holding it is restarted.
+TEST_PORTS = range(20000, 32000)
+
 
 def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A loopback port nobody listens on right now, outside the kernel's ephemeral range."""
+    for port in random.sample(TEST_PORTS, 200):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free loopback port in {TEST_PORTS}")
 
 
 class NginxBalancer:

@@ -13,18 +13,12 @@ from types import SimpleNamespace
 
 import pytest
 
+from harness.nginx import free_port  # the serving tests' port picker (re-exported)
 from harness.webhook import WebhookReceiver
 from tests.notes import say
 from tests.serving.models import export_model
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
