@@ -293,7 +293,8 @@ class MiniCluster:
 
     def container_logs(self, app_id: str, name: str = "stderr") -> dict[str, str]:
         """Each container's log file `name` of one application, from the NodeManager's log dirs."""
-        found = (self.base_dir / "yarn").glob(f"**/{app_id}/container_*/{name}")
+        # Not "**": that walks into appcache dirs the NodeManager is deleting (FileNotFoundError).
+        found = (self.base_dir / "yarn").glob(f"*/*/*-logDir-nm-*/{app_id}/container_*/{name}")
         return {path.parent.name: path.read_text(errors="replace") for path in sorted(found)}
 
     def apps(self) -> list[dict]:

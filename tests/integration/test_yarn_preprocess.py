@@ -1,0 +1,146 @@
+"""The preprocessing job on a real YARN writes the very bytes it writes on local[2].
+
+One raw day on the loopback cluster's HDFS; include/jobs/preprocess.py submitted twice over that
+same storage root with the library zip as --py-files: `--master local[2]`, then YARN client mode
+with two executors. Both read the raw files through Spark's Hadoop client and write from the
+executors over WebHDFS. Every output file is read back over plain WebHDFS after each run; the
+YARN run is identified on the ResourceManager (REST) and its executors in the NodeManager's logs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_yarn import rm_app, rm_apps, webhdfs
+from tests.notes import say
+
+pytestmark = [pytest.mark.spark, pytest.mark.hdfs, pytest.mark.yarn]
+JOB = Path(__file__).resolve().parents[2] / "include" / "jobs" / "preprocess.py"
+D = dt.date(2026, 11, 27)
+ROWS = 3000
+BASE = "/tests/yarn-preprocess"
+OUTPUTS = (f"features/mnist/dt={D.isoformat()}", f"quarantine/mnist/dt={D.isoformat()}")
+APP_NAME = "tfship-test-yarn-preprocess"
+GUARD_S = 600  # a hung job only; each run takes well under a minute
+
+
+def hdfs_files(cluster, directory: str) -> dict[str, bytes]:
+    """Relative path -> bytes of every file below an HDFS directory (LISTSTATUS + OPEN, recursively)."""
+    listing = json.loads(webhdfs(cluster, directory, "LISTSTATUS"))["FileStatuses"]["FileStatus"]
+    files: dict[str, bytes] = {}
+    for status in listing:
+        name = status["pathSuffix"]
+        if status["type"] == "DIRECTORY":
+            files |= {f"{name}/{k}": v for k, v in hdfs_files(cluster, f"{directory}/{name}").items()}
+        else:
+            files[name] = webhdfs(cluster, f"{directory}/{name}", "OPEN")
+    return files
+
+
+def outputs(cluster) -> dict[str, bytes]:
+    """Every file of the day's features and quarantine partitions, keyed by root-relative path."""
+    return {f"{d}/{k}": v for d in OUTPUTS for k, v in hdfs_files(cluster, f"{BASE}/{d}").items()}
+
+
+def run_job(command: list[str], env: dict[str, str]) -> tuple[str, float]:
+    started = time.monotonic()
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=GUARD_S)
+    seconds = time.monotonic() - started
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-5000:]
+    return log, seconds
+
+
+def executor_containers(cluster, app_id: str) -> dict[str, int]:
+    """Container -> tasks its executor finished, from the NodeManager's log dirs (AM container left out)."""
+    finished = {}
+    # Only the NodeManager's log dirs: a recursive glob can race it deleting the app's appcache.
+    for stderr in sorted((cluster.base_dir / "yarn").glob(f"*/*/*-logDir-nm-*/{app_id}/container_*/stderr")):
+        tasks = len(re.findall(r"Executor: Finished task", stderr.read_text(errors="replace")))
+        if not stderr.parent.name.endswith("_000001"):  # the ApplicationMaster (ExecutorLauncher)
+            finished[stderr.parent.name] = tasks
+    return finished
+
+
+def test_preprocess_on_yarn_writes_the_same_bytes_as_local(yarn_cluster):
+    from tfship.data.sampledata import write_day
+    from tfship.packaging import publish_library_zip
+    from tfship.storage import WebHdfsStorage
+
+    storage = WebHdfsStorage(
+        f"{yarn_cluster.rpc_uri}{BASE}", [yarn_cluster.webhdfs_url], user=os.environ.get("USER", "root")
+    )
+    storage.delete("", recursive=True)
+    raw = write_day(storage, D, rows=ROWS, shards=4, bad_fraction=0.02)
+    library = publish_library_zip(storage)
+    args = [
+        "--day", D.isoformat(), "--dataset", "mnist", "--storage-root", storage.root_uri,
+        "--webhdfs-endpoints", yarn_cluster.webhdfs_url, "--hdfs-user", "root",
+    ]  # fmt: skip
+    # No PYTHONPATH: driver and executors import tfship and jobs from the zip alone.
+    env = {k: v for k, v in yarn_cluster.spark_env().items() if k != "PYTHONPATH"}
+    env["SPARK_LOCAL_IP"] = "127.0.0.1"
+
+    local_command = [
+        shutil.which("spark-submit") or "spark-submit", "--master", "local[2]",
+        "--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.ui.enabled=false",
+        "--conf", "spark.ui.showConsoleProgress=false", "--py-files", library, str(JOB), *args,
+    ]  # fmt: skip
+    local_log, local_s = run_job(local_command, env)
+    local_files = outputs(yarn_cluster)
+    for directory in OUTPUTS:  # what the YARN run leaves is its own, not the first run's
+        storage.delete(directory, recursive=True)
+
+    known = {app["id"] for app in rm_apps(yarn_cluster)}
+    yarn_command = yarn_cluster.submit_command(JOB, *args, deploy_mode="client", conf={"spark.ui.enabled": "false"})
+    yarn_command[1:1] = ["--py-files", library, "--name", APP_NAME]  # the job keeps spark-submit's --name
+    yarn_log, yarn_s = run_job(yarn_command, env)
+    yarn_files = outputs(yarn_cluster)
+
+    # The same job: the stats line each driver printed, and what the generator wrote.
+    stats_lines = [re.findall(r"^TFSHIP_STATS (.*)$", log, re.MULTILINE) for log in (local_log, yarn_log)]
+    assert stats_lines[0] == stats_lines[1] and len(stats_lines[0]) == 1, stats_lines
+    printed = json.loads(stats_lines[0][0])
+    assert printed["rows_read"] == ROWS and sum(printed["quarantined"].values()) == sum(raw.malformed.values())
+
+    # Byte-identical outputs: the same names, the same bytes.
+    assert sorted(yarn_files) == sorted(local_files)
+    differing = sorted(name for name in local_files if local_files[name] != yarn_files[name])
+    assert differing == [], differing
+    names = set(local_files)
+    features, quarantine = OUTPUTS
+    assert {f"{features}/_stats.json", f"{features}/_SUCCESS", f"{quarantine}/_SUCCESS"} <= names, sorted(names)
+    assert any(n.startswith(f"{quarantine}/part-") for n in names), sorted(names)
+    assert not [n for n in names if "/." in n or n.startswith(".")], "temporary files left behind"
+    # _stats.json lists every shard with the md5 of exactly the bytes on HDFS.
+    stats = json.loads(local_files[f"{features}/_stats.json"])
+    shards = {f"{features}/{s['path']}": s["md5"] for s in stats["shards"]}
+    assert sorted(shards) == sorted(n for n in names if n.endswith(".tfrecord.gz")), (sorted(shards), sorted(names))
+    assert all(hashlib.md5(local_files[n]).hexdigest() == md5 for n, md5 in shards.items())
+
+    # The second run really ran on YARN: one new application, finished and succeeded, whose two
+    # executors (two containers besides the ApplicationMaster's) both ran tasks.
+    new = [app for app in rm_apps(yarn_cluster) if app["id"] not in known]
+    assert len(new) == 1, new
+    app = rm_app(yarn_cluster, new[0]["id"])
+    assert (app["state"], app["finalStatus"]) == ("FINISHED", "SUCCEEDED"), app
+    assert app["name"] == APP_NAME, app["name"]
+    assert f"Submitted application {app['id']}" in yarn_log, yarn_log[-3000:]
+    executors = executor_containers(yarn_cluster, app["id"])
+    assert len(executors) == 2 and all(executors.values()), executors
+
+    say(
+        f"preprocess {ROWS} rows on HDFS: local[2] {local_s:.1f}s ({ROWS / local_s:,.0f} rows/s), "
+        f"YARN 2 executors {yarn_s:.1f}s ({ROWS / yarn_s:,.0f} rows/s, {app['elapsedTime'] / 1000:.1f}s in YARN); "
+        f"{len(local_files)} files byte-identical; tasks per executor {sorted(executors.values())}"
+    )
