@@ -175,13 +175,6 @@ def new_app_id(cluster, known: set[str]) -> str:
     return app["id"]
 
 
-def container_logs(cluster, app_id: str) -> dict[str, str]:
-    """Each container's stderr, from the NodeManager's log dirs only: a recursive glob over the whole
-    YARN dir races the NodeManager deleting the finished application's appcache (FileNotFoundError)."""
-    found = (cluster.base_dir / "yarn").glob(f"*/*/*-logDir-nm-*/{app_id}/container_*/stderr")
-    return {p.parent.name: p.read_text(errors="replace") for p in sorted(found)}
-
-
 def _cpu_jiffies() -> tuple[int, int]:
     """(all, idle) jiffies of the machine since boot, from /proc/stat."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
@@ -315,7 +308,7 @@ def spark_preprocess(cluster, master: str, root: str, library: str, logs: Path, 
     note = ""
     if master == "yarn":
         app_id = new_app_id(cluster, known)
-        executors = [c for c, t in container_logs(cluster, app_id).items() if "Executor: Finished task" in t]
+        executors = [c for c, t in cluster.container_logs(app_id).items() if "Executor: Finished task" in t]
         note = f"{len(executors)} executors ran tasks"
     stats = json.loads(line)
     return PreRun(
@@ -568,7 +561,7 @@ def train_yarn(cluster, storage, library: str, work: Path, epochs: int, global_b
         seconds = run(command, env, log)
     during = meter.cores()
     app_id = new_app_id(cluster, known)
-    text = "\n".join(container_logs(cluster, app_id).values())
+    text = "\n".join(cluster.container_logs(app_id).values())
     steps, ms = keras_steps(text, worker="0")
     metrics = read_metrics(storage, log.read_text(errors="replace"))
     # An epoch ends for the cluster when both workers have finished it.

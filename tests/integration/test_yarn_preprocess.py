@@ -64,11 +64,9 @@ def run_job(command: list[str], env: dict[str, str]) -> tuple[str, float]:
 def executor_containers(cluster, app_id: str) -> dict[str, int]:
     """Container -> tasks its executor finished, from the NodeManager's log dirs (AM container left out)."""
     finished = {}
-    # Only the NodeManager's log dirs: a recursive glob can race it deleting the app's appcache.
-    for stderr in sorted((cluster.base_dir / "yarn").glob(f"*/*/*-logDir-nm-*/{app_id}/container_*/stderr")):
-        tasks = len(re.findall(r"Executor: Finished task", stderr.read_text(errors="replace")))
-        if not stderr.parent.name.endswith("_000001"):  # the ApplicationMaster (ExecutorLauncher)
-            finished[stderr.parent.name] = tasks
+    for container, text in cluster.container_logs(app_id).items():
+        if not container.endswith("_000001"):  # the ApplicationMaster (ExecutorLauncher)
+            finished[container] = len(re.findall(r"Executor: Finished task", text))
     return finished
 
 
