@@ -269,6 +269,8 @@ class PreRun:
 
 def spark_preprocess(cluster, master: str, root: str, library: str, logs: Path, jvm_options: str) -> PreRun:
     """One spark-submit of include/jobs/preprocess.py over `root`."""
+    from tfship.jvm import build_hadoop_jar
+
     hdfs = root.startswith("hdfs://")
     args = ["--day", DAY.isoformat(), "--storage-root", root, "--hdfs-user", "root"]
     if hdfs:
@@ -281,7 +283,7 @@ def spark_preprocess(cluster, master: str, root: str, library: str, logs: Path, 
         if jvm_options != "harness":
             conf |= {f"spark.{r}.extraJavaOptions": "" for r in ("driver", "yarn.am", "executor")}
         command = cluster.submit_command(PREPROCESS_JOB, *args, deploy_mode="client", conf=conf)
-        command[1:1] = ["--py-files", library]
+        command[1:1] = ["--py-files", library, "--jars", str(build_hadoop_jar())]
     else:
         from harness.cluster import TEST_JVM_OPTIONS
 
@@ -289,6 +291,7 @@ def spark_preprocess(cluster, master: str, root: str, library: str, logs: Path, 
         if jvm_options == "harness":  # the same JVM flags the YARN driver and executors get
             conf["spark.driver.extraJavaOptions"] = TEST_JVM_OPTIONS
         command = [shutil.which("spark-submit") or "spark-submit", "--master", master, "--py-files", library]
+        command += ["--jars", str(build_hadoop_jar())]
         for key, value in conf.items():
             command += ["--conf", f"{key}={value}"]
         command += [str(PREPROCESS_JOB), *args]

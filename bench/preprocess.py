@@ -26,6 +26,7 @@ from pathlib import Path
 
 from tfship.data.quality import validate_line
 from tfship.data.sampledata import write_day
+from tfship.jvm import build_hadoop_jar
 from tfship.storage import LocalStorage
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -73,6 +74,8 @@ def spark_job(root: str, master: str) -> float:
         master,
         "--conf",
         "spark.ui.enabled=false",
+        "--jars",
+        str(build_hadoop_jar()),
         str(PROJECT_ROOT / "include" / "jobs" / "preprocess.py"),
         "--day",
         DAY.isoformat(),

@@ -60,6 +60,8 @@ def probe(root: str, replicas: int, mode: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Prepare the day (cached), measure, print ratios."""
+    from tfship.jvm import build_hadoop_jar
+
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=10_000)
     args = parser.parse_args(argv)
@@ -79,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
                 "local[2]",
                 "--conf",
                 "spark.ui.enabled=false",
+                "--jars",
+                str(build_hadoop_jar()),
                 str(PROJECT_ROOT / "include/jobs/preprocess.py"),
                 "--day",
                 str(DAY),

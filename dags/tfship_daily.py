@@ -7,6 +7,7 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, task
 
 from tfship.config import PROJECT_ROOT, SPARK_CONN_ID, Settings
+from tfship.jvm import build_hadoop_jar, hadoop_jar_path
 from tfship_airflow.alerts import alert_on_failure
 from tfship_airflow.infra_validate import InfraValidateOperator
 from tfship_airflow.params import with_site_defaults
@@ -193,6 +194,10 @@ with DAG(
         conn_id=SPARK_CONN_ID,
         application=str(PROJECT_ROOT / "include" / "jobs" / "preprocess.py"),
         py_files=library_zip,
+        # The executors write through Hadoop's client with the project's OutputFormat; the jar is
+        # built on the worker that submits, if that worker has not built it yet.
+        jars=str(hadoop_jar_path()),
+        pre_execute=lambda context: build_hadoop_jar(),
         name="tfship-preprocess-{{ run_id }}",
         application_args=[
             "--day",

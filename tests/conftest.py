@@ -166,6 +166,8 @@ def spark(spark_submit):
 
     from pyspark.sql import SparkSession
 
+    from tfship.jvm import build_hadoop_jar
+
     logging.getLogger("py4j").setLevel(logging.ERROR)  # its shutdown chatter outlives pytest's capture
 
     session = (
@@ -173,6 +175,7 @@ def spark(spark_submit):
         .appName("tfship-tests")
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.jars", str(build_hadoop_jar()))
         .getOrCreate()
     )
     yield session

@@ -37,8 +37,6 @@ def main(argv: list[str] | None = None) -> int:
             storage,
             spec=dataset_spec(args.dataset),
             day=args.day,
-            webhdfs_endpoints=endpoints,
-            hdfs_user=args.hdfs_user,
             eval_share=args.eval_share,
             train_shards=args.train_shards,
             eval_shards=args.eval_shards,

@@ -124,6 +124,45 @@ def test_rerun_gives_byte_identical_shards_and_replaces_the_partition(spark, loc
         assert len(read_records(local_storage, path)) == shard["records"]
 
 
+def day_files(storage) -> dict[str, bytes]:
+    """Every file of the day's features and quarantine partitions (a local storage root)."""
+    root = storage.root
+    return {
+        str(path.relative_to(root)): path.read_bytes()
+        for directory in ("features/mnist/dt=2026-11-25", "quarantine/mnist/dt=2026-11-25")
+        for path in sorted((root / directory).rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_output_is_the_same_whatever_spark_parallelism(spark, local_storage):
+    write_day(local_storage, D, rows=1500, shards=3, bad_fraction=0.05)
+    one = run(spark, local_storage, partitions=1)
+    one_files = day_files(local_storage)
+    nine = run(spark, local_storage, partitions=9)
+    nine_files = day_files(local_storage)
+    assert one == nine
+    assert sorted(one_files) == sorted(nine_files)
+    assert [name for name in one_files if one_files[name] != nine_files[name]] == []
+    # One quarantine file per output part that quarantined lines (4 train, 1 eval, 1 without id).
+    quarantine = sorted(n.rsplit("/", 1)[1] for n in one_files if n.startswith("quarantine/") and n.endswith(".gz"))
+    assert len(quarantine) >= 2 and set(quarantine) <= {f"part-{p:05d}.jsonl.gz" for p in range(6)}, quarantine
+    assert (
+        sum(len(gzip.decompress(one_files[f"quarantine/mnist/dt=2026-11-25/{n}"]).splitlines()) for n in quarantine)
+        == (one["quarantined_total"])
+    )
+    assert not [n for n in one_files if "/." in n or n.endswith(".crc")], sorted(one_files)
+
+
+def test_a_line_whose_id_key_repeats_is_quarantined_as_ambiguous(spark, local_storage):
+    twice = '{"id": "first", "label": 3, "pixels": [7' + ", 7" * 783 + '], "id": "second"}'
+    write_raw(local_storage, {"part-0.jsonl": [row("plain"), twice]})
+    stats = run(spark, local_storage)
+    assert stats["quarantined"] == {"ambiguous_id": 1}
+    assert [q["line"] for q in quarantine_lines(local_storage)] == [twice]
+    assert stats["rows_written"]["train"] + stats["rows_written"]["eval"] == 1
+
+
 def test_records_carry_ids_labels_images_and_a_stable_split(spark, local_storage):
     write_day(local_storage, D, rows=400, shards=2, bad_fraction=0.0)
     stats = run(spark, local_storage, eval_share=0.25)
@@ -281,12 +320,9 @@ def test_declared_string_columns_become_spark_xxhash64_features(spark, local_sto
 
 
 @pytest.mark.hdfs
-def test_preprocess_on_real_hdfs(spark, hdfs_storage, hdfs_cluster):
+def test_preprocess_on_real_hdfs(spark, hdfs_storage):
     write_day(hdfs_storage, D, rows=300, shards=2, bad_fraction=0.05)
-    stats = preprocess_day(
-        spark, hdfs_storage, spec=dataset_spec("mnist"), day=D,
-        webhdfs_endpoints=[hdfs_cluster.webhdfs_url], hdfs_user="root",
-    )  # fmt: skip
+    stats = preprocess_day(spark, hdfs_storage, spec=dataset_spec("mnist"), day=D)
     assert stats["rows_read"] == 300
     assert stats["quarantined_total"] == 15
     assert stats["source"].startswith("hdfs://")

@@ -1,10 +1,11 @@
 """The preprocessing job on a real YARN writes the very bytes it writes on local[2].
 
 One raw day on the loopback cluster's HDFS; include/jobs/preprocess.py submitted twice over that
-same storage root with the library zip as --py-files: `--master local[2]`, then YARN client mode
-with two executors. Both read the raw files through Spark's Hadoop client and write from the
-executors over WebHDFS. Every output file is read back over plain WebHDFS after each run; the
-YARN run is identified on the ResourceManager (REST) and its executors in the NodeManager's logs.
+same storage root with the library zip as --py-files and the project's jar as --jars:
+`--master local[2]`, then YARN client mode with two executors. Both read the raw files and write
+the outputs through Spark's own Hadoop client (hdfs://, the NamedFileOutputFormat). Every output
+file is read back over plain WebHDFS after each run; the YARN run is identified on the
+ResourceManager (REST) and its executors in the NodeManager's logs.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def executor_containers(cluster, app_id: str) -> dict[str, int]:
 
 def test_preprocess_on_yarn_writes_the_same_bytes_as_local(yarn_cluster):
     from tfship.data.sampledata import write_day
+    from tfship.jvm import build_hadoop_jar
     from tfship.packaging import publish_library_zip
     from tfship.storage import WebHdfsStorage
 
@@ -81,6 +83,7 @@ def test_preprocess_on_yarn_writes_the_same_bytes_as_local(yarn_cluster):
     storage.delete("", recursive=True)
     raw = write_day(storage, D, rows=ROWS, shards=4, bad_fraction=0.02)
     library = publish_library_zip(storage)
+    jar = str(build_hadoop_jar())
     args = [
         "--day", D.isoformat(), "--dataset", "mnist", "--storage-root", storage.root_uri,
         "--webhdfs-endpoints", yarn_cluster.webhdfs_url, "--hdfs-user", "root",
@@ -92,7 +95,7 @@ def test_preprocess_on_yarn_writes_the_same_bytes_as_local(yarn_cluster):
     local_command = [
         shutil.which("spark-submit") or "spark-submit", "--master", "local[2]",
         "--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.ui.enabled=false",
-        "--conf", "spark.ui.showConsoleProgress=false", "--py-files", library, str(JOB), *args,
+        "--conf", "spark.ui.showConsoleProgress=false", "--py-files", library, "--jars", jar, str(JOB), *args,
     ]  # fmt: skip
     local_log, local_s = run_job(local_command, env)
     local_files = outputs(yarn_cluster)
@@ -101,7 +104,8 @@ def test_preprocess_on_yarn_writes_the_same_bytes_as_local(yarn_cluster):
 
     known = {app["id"] for app in rm_apps(yarn_cluster)}
     yarn_command = yarn_cluster.submit_command(JOB, *args, deploy_mode="client", conf={"spark.ui.enabled": "false"})
-    yarn_command[1:1] = ["--py-files", library, "--name", APP_NAME]  # the job keeps spark-submit's --name
+    # The job keeps spark-submit's --name.
+    yarn_command[1:1] = ["--py-files", library, "--jars", jar, "--name", APP_NAME]
     yarn_log, yarn_s = run_job(yarn_command, env)
     yarn_files = outputs(yarn_cluster)
 

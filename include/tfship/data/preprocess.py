@@ -1,11 +1,15 @@
 """Raw JSON lines (or Parquet) of one day -> validated, deduplicated TFRecords, quarantine and stats.
 
 The JVM side (DataFrame -> DataFrame functions) reads the files and assigns every line to an
-output partition from Spark's xxhash64 of its id, so all copies of an id meet in the same
-partition. The Python side validates, drops duplicate ids deterministically, and writes one
-TFRecord shard (and its quarantined lines) per partition. Everything goes to hidden
-`.dt=D.inprogress` siblings first; `_stats.json` and `_SUCCESS` are written last and the
-directories are renamed into place only when every partition succeeded.
+output part from Spark's xxhash64 of its id, so all copies of an id meet in the same part; Spark
+sorts each partition by (part, id, line). The Python side streams over the sorted lines,
+validates them, drops duplicate ids deterministically, and produces one TFRecord shard, one
+quarantine file and one statistics file per part as (name, bytes) pieces, which Hadoop's own
+client writes (the project's NamedFileOutputFormat, see tfship.jvm): hdfs:// or file:// alike,
+committed only when every task succeeded. The driver then moves the files to hidden
+`.dt=D.inprogress` siblings, writes `_stats.json` and `_SUCCESS` last and renames the
+directories into place. The output depends on the data and the shard counts, never on Spark's
+parallelism.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import datetime as dt
 import functools
 import gzip
 import hashlib
+import itertools
 import json
 import posixpath
 import re
@@ -24,12 +29,13 @@ from typing import TYPE_CHECKING, Any
 
 from tfship.data.datasets import DatasetSpec
 from tfship.data.profile import ProfileBuilder
-from tfship.data.quality import validate_line
+from tfship.data.quality import ValidRow, validate_line
 from tfship.data.schema import encode_features, frame_record
 from tfship.data.stats import STATS_FILE, merge_stats
 from tfship.errors import PreprocessError
+from tfship.jvm import NAMED_FILE_OUTPUT_FORMAT, hadoop_jar_path
 from tfship.paths import DEFAULT_RAW_ROOT, SUCCESS_MARKER, features_dir, quarantine_dir, raw_dir
-from tfship.storage import Storage, open_storage
+from tfship.storage import Storage
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -75,7 +81,7 @@ def hash_string_columns(lines: DataFrame, columns: Sequence[str]) -> DataFrame:
 def assign_partitions(
     lines: DataFrame, spec: DatasetSpec, *, eval_share: float, train_shards: int, eval_shards: int
 ) -> DataFrame:
-    """Add `part`: train shards first, then eval shards, then one partition for lines without an id."""
+    """Add `part` (train shards first, then eval shards, then one part for lines without an id) and `id`."""
     from pyspark.sql import functions as F
 
     hashed = hash_string_columns(lines, spec.hashed_columns)
@@ -89,21 +95,23 @@ def assign_partitions(
         .otherwise(F.pmod(shard_hash, F.lit(train_shards)))
     )
     hash_columns = [f"{column}_hash" for column in spec.hashed_columns]
-    return hashed.select(part.cast("int").alias("part"), "value", "source", *hash_columns)
+    row_id = F.get_json_object("value", "$.id").alias("id")
+    return hashed.select(part.cast("int").alias("part"), row_id, "value", "source", *hash_columns)
 
 
-# ---- Python side: one output partition ----------------------------------------------------
+# ---- Python side: the output parts of one Spark partition -----------------------------------
+
+# Directories of the Spark job's output, each moved into place by the driver.
+FEATURES_OUT, QUARANTINE_OUT, STATS_OUT = "features", "quarantine", "stats"
+# Bytes per record handed to the JVM writer: a file streams through in pieces of about this size.
+CHUNK_BYTES = 1 << 20
+FILES_SCHEMA = "name string, data binary"
 
 
 @dataclass(frozen=True)
 class WriteTarget:
-    """Where and how the partitions write (picklable: it travels to the executors)."""
+    """How the parts are cut and compressed (picklable: it travels to the executors)."""
 
-    storage_root: str
-    webhdfs_endpoints: tuple[str, ...]
-    hdfs_user: str
-    features_tmp: str
-    quarantine_tmp: str
     hashed_columns: tuple[str, ...]
     train_shards: int
     eval_shards: int
@@ -112,30 +120,36 @@ class WriteTarget:
     compress_level: int = 1
 
 
-class _HashingWriter:
-    """Counts and md5s the bytes that go through to the underlying stream."""
+class _GzipFile:
+    """A gzip file (mtime 0: same content, same bytes) produced as (name, bytes) pieces."""
 
-    def __init__(self, raw: Any) -> None:
-        self.raw, self.md5, self.size = raw, hashlib.md5(), 0
+    def __init__(self, name: str, level: int) -> None:
+        self.name, self.md5, self.size = name, hashlib.md5(), 0
+        self._pending = bytearray()
+        self._stream = gzip.GzipFile(filename="", mode="wb", fileobj=self, mtime=0, compresslevel=level)
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes) -> int:  # the compressed bytes, from GzipFile
         self.md5.update(data)
         self.size += len(data)
-        self.raw.write(data)
+        self._pending += data
         return len(data)
 
     def flush(self) -> None:
         pass
 
+    def add(self, payload: bytes) -> Iterator[tuple[str, bytes]]:
+        self._stream.write(payload)
+        if len(self._pending) >= CHUNK_BYTES:
+            yield self._take()
 
-def _write_gzip(storage: Storage, path: str, chunks: Iterable[bytes], level: int) -> tuple[str, int]:
-    """Write a gzip file (mtime 0: same content, same bytes) and return its md5 and size."""
-    with storage.open_write(path) as raw:
-        hashing = _HashingWriter(raw)
-        with gzip.GzipFile(filename="", mode="wb", fileobj=hashing, mtime=0, compresslevel=level) as stream:
-            for chunk in chunks:
-                stream.write(chunk)
-    return hashing.md5.hexdigest(), hashing.size
+    def close(self) -> Iterator[tuple[str, bytes]]:
+        self._stream.close()
+        yield self._take()
+
+    def _take(self) -> tuple[str, bytes]:
+        piece = bytes(self._pending)
+        self._pending.clear()
+        return self.name, piece
 
 
 def _line_md5(line: str) -> str:
@@ -156,85 +170,138 @@ def shard_path(split: str, shard: int) -> str:
     return f"{split}/part-{shard:05d}.tfrecord.gz"
 
 
-def write_partition(rows: Iterator[tuple], target: WriteTarget) -> Iterator[dict]:
-    """Validate, deduplicate and write every output part found in one Spark partition.
+def quarantine_path(part: int) -> str:
+    """Relative path of an output part's quarantined lines (only parts that quarantined any have one)."""
+    return f"part-{part:05d}.jsonl.gz"
 
-    Rows are (part, value, source, *hashes). All copies of an id share a part, and Spark's
-    shuffle puts a whole part into one partition, so deduplication here is complete.
-    """
-    storage = open_storage(target.storage_root, target.webhdfs_endpoints, target.hdfs_user)
-    reasons: Counter[str] = Counter()
-    quarantined: list[tuple[str, str, str]] = []
-    kept: dict[int, dict[str, tuple]] = {}  # part -> id -> (row, hashes, line, source)
-    rows_read = 0
-    first_part: int | None = None
-    for part, value, source, *hashes in rows:
-        rows_read += 1
-        first_part = part if first_part is None else min(first_part, part)
-        reason, row = validate_line(value)
-        if row is not None and any(h is None for h in hashes):
-            reason, row = "missing_hashed_column", None
-        if row is None:
-            reasons[reason] += 1
-            quarantined.append((reason, source, value))
-            continue
-        if _shard_of(part, target) is None:
+
+class _PartWriter:
+    """One output part: its shard, its quarantined lines and its statistics, streamed."""
+
+    def __init__(self, part: int, target: WriteTarget) -> None:
+        self.part, self.target = part, target
+        self.shard = _shard_of(part, target)
+        self.records: _GzipFile | None = None
+        self.quarantine: _GzipFile | None = None
+        self.rows_read, self.written = 0, 0
+        self.reasons: Counter[str] = Counter()
+        self.labels: Counter[str] = Counter()
+        self.profile = ProfileBuilder()
+
+    def reject(self, reason: str, source: str, value: str) -> Iterator[tuple[str, bytes]]:
+        self.reasons[reason] += 1
+        if self.quarantine is None:
+            name = posixpath.join(QUARANTINE_OUT, quarantine_path(self.part))
+            self.quarantine = _GzipFile(name, self.target.compress_level)
+        line = json.dumps({"reason": reason, "source": source, "line": value}, ensure_ascii=False) + "\n"
+        yield from self.quarantine.add(line.encode("utf-8"))
+
+    def keep(self, row: ValidRow, hashes: Sequence[int]) -> Iterator[tuple[str, bytes]]:
+        if self.shard is None:
             raise PreprocessError(f"row {row.row_id!r} has an id but landed in the no-id part")
-        part_rows = kept.setdefault(part, {})
-        previous = part_rows.get(row.row_id)
-        if previous is None:
-            part_rows[row.row_id] = (row, tuple(hashes), value, source)
-            continue
+        if self.records is None:
+            name = posixpath.join(FEATURES_OUT, shard_path(*self.shard))
+            self.records = _GzipFile(name, self.target.compress_level)
+        features = {"id": row.row_id.encode("utf-8"), "label": row.label, "image": row.image}
+        features |= {f"{column}_hash": h for column, h in zip(self.target.hashed_columns, hashes, strict=True)}
+        self.written += 1
+        self.labels[str(row.label)] += 1
+        self.profile.add([row.image])
+        yield from self.records.add(frame_record(encode_features(features)))
+
+    def take_id(self, row_id: str | None, rows: Iterable[tuple]) -> Iterator[tuple[str, bytes]]:
+        """Every line Spark read this id from: validate them, keep one copy, quarantine the rest."""
+        copies = []
+        for _, _, value, source, *hashes in rows:
+            self.rows_read += 1
+            reason, row = validate_line(value)
+            if row is not None and any(h is None for h in hashes):
+                reason, row = "missing_hashed_column", None
+            if row is not None and row.row_id != row_id:
+                # Spark grouped the line by another id than Python reads (a repeated "id" key, say).
+                reason, row = "ambiguous_id", None
+            if row is None:
+                yield from self.reject(reason, source, value)  # type: ignore[arg-type]
+            else:
+                copies.append((row, hashes, value, source))
+        if not copies:
+            return
         # The same survivor on every rerun: the copy whose line has the smallest md5 (hashed only
-        # here, on a collision, to keep the common path cheap).
-        if _line_md5(value) < _line_md5(previous[2]):
-            part_rows[row.row_id] = (row, tuple(hashes), value, source)
-            value, source = previous[2], previous[3]
-        reasons["duplicate_id"] += 1
-        quarantined.append(("duplicate_id", source, value))
+        # on a collision, to keep the common path cheap); lines arrive sorted, so ties are stable.
+        survivor = copies[0] if len(copies) == 1 else min(copies, key=lambda copy: _line_md5(copy[2]))
+        for copy in copies:
+            if copy is not survivor:
+                yield from self.reject("duplicate_id", copy[3], copy[2])
+        yield from self.keep(survivor[0], survivor[1])
 
-    stats: dict[str, Any] = {"rows_read": rows_read, "quarantined": dict(reasons), "shards": [], "labels": Counter()}
-    profile = ProfileBuilder()
-    for part in sorted(kept):
-        split, shard = _shard_of(part, target)  # type: ignore[misc]
-        survivors = [kept[part][row_id] for row_id in sorted(kept[part])]
-        records = (
-            frame_record(
-                encode_features(
-                    {"id": row.row_id.encode("utf-8"), "label": row.label, "image": row.image}
-                    | {f"{column}_hash": h for column, h in zip(target.hashed_columns, hashes, strict=True)}
-                )
-            )
-            for row, hashes, _, _ in survivors
-        )
-        relative = shard_path(split, shard)
-        md5, size = _write_gzip(storage, posixpath.join(target.features_tmp, relative), records, target.compress_level)
-        stats["shards"].append({"path": relative, "split": split, "records": len(survivors), "md5": md5, "bytes": size})
-        stats["labels"].update(str(row.label) for row, _, _, _ in survivors)
-        profile.add([row.image for row, _, _, _ in survivors])
-    if quarantined and first_part is not None:
-        quarantined.sort()
-        lines = (
-            (json.dumps({"reason": r, "source": s, "line": v}, ensure_ascii=False) + "\n").encode("utf-8")
-            for r, s, v in quarantined
-        )
-        quarantine_file = posixpath.join(target.quarantine_tmp, f"part-{first_part:05d}.jsonl.gz")
-        _write_gzip(storage, quarantine_file, lines, target.compress_level)
-    stats["labels"] = dict(stats["labels"])
-    stats["profile"] = profile.to_dict()
-    yield stats
+    def finish(self) -> Iterator[tuple[str, bytes]]:
+        shards = []
+        if self.records is not None:
+            yield from self.records.close()
+            split, _ = self.shard  # type: ignore[misc]
+            relative = self.records.name[len(FEATURES_OUT) + 1 :]
+            shards.append(
+                {"path": relative, "split": split, "records": self.written, "md5": self.records.md5.hexdigest(),
+                 "bytes": self.records.size}
+            )  # fmt: skip
+        if self.quarantine is not None:
+            yield from self.quarantine.close()
+        stats = {
+            "rows_read": self.rows_read,
+            "quarantined": dict(self.reasons),
+            "shards": shards,
+            "labels": dict(self.labels),
+            "profile": self.profile.to_dict(),
+        }
+        yield posixpath.join(STATS_OUT, f"part-{self.part:05d}.json"), json.dumps(stats, sort_keys=True).encode()
 
 
-def write_empty_shards(storage: Storage, target: WriteTarget, written: set[str]) -> list[dict]:
+def write_partition(rows: Iterable[tuple], target: WriteTarget) -> Iterator[tuple[str, bytes]]:
+    """Validate, deduplicate and write the output parts of one Spark partition, as (file, bytes) pieces.
+
+    Rows are (part, id, value, source, *hashes), sorted by (part, id, value, source): every copy of
+    an id is adjacent, so memory holds one id's lines and the open files' buffers, however large
+    the partition. Each part yields its shard, its quarantine file and its statistics.
+    """
+    writer: _PartWriter | None = None
+    for (part, row_id), group in itertools.groupby(rows, key=lambda r: (r[0], r[1])):
+        if writer is None or writer.part != part:
+            if writer is not None:
+                yield from writer.finish()
+            writer = _PartWriter(part, target)
+        if row_id is None:  # no id Spark could read: each line on its own (the group may be huge)
+            for line in group:
+                yield from writer.take_id(None, [line])
+        else:
+            yield from writer.take_id(row_id, list(group))
+    if writer is not None:
+        yield from writer.finish()
+
+
+def write_empty_shards(storage: Storage, features_tmp: str, target: WriteTarget, written: set[str]) -> list[dict]:
     """Empty shards for parts that received no row, so a day always has the same layout."""
     missing = []
     for part in range(target.train_shards + target.eval_shards):
         split, shard = _shard_of(part, target)  # type: ignore[misc]
         relative = shard_path(split, shard)
         if relative not in written:
-            md5, size = _write_gzip(storage, posixpath.join(target.features_tmp, relative), (), target.compress_level)
-            missing.append({"path": relative, "split": split, "records": 0, "md5": md5, "bytes": size})
+            empty = _GzipFile(relative, target.compress_level)
+            data = b"".join(piece for _, piece in empty.close())
+            with storage.open_write(posixpath.join(features_tmp, relative)) as handle:
+                handle.write(data)
+            md5 = empty.md5.hexdigest()
+            missing.append({"path": relative, "split": split, "records": 0, "md5": md5, "bytes": empty.size})
     return missing
+
+
+def _read_part_stats(storage: Storage, directory: str) -> list[dict]:
+    if not storage.is_dir(directory):
+        return []
+    parts = []
+    for name in storage.list(directory):
+        with storage.open_read(posixpath.join(directory, name)) as handle:
+            parts.append(json.loads(handle.read()))
+    return parts
 
 
 # ---- Driver: the whole day ----------------------------------------------------------------
@@ -266,20 +333,38 @@ def _explain_failure(err: Exception, inputs: Sequence[str]) -> str:
     return f"the Spark job failed: {' | '.join(tail)}"
 
 
+def _named_file_output_format(spark: SparkSession) -> Any:
+    """The JVM writer class, or a clear error when the job was submitted without its jar."""
+    from py4j.java_gateway import JavaClass
+
+    found = functools.reduce(getattr, NAMED_FILE_OUTPUT_FORMAT.split("."), spark.sparkContext._jvm)
+    if not isinstance(found, JavaClass):
+        raise PreprocessError(
+            f"{NAMED_FILE_OUTPUT_FORMAT} is not on Spark's classpath: submit with --jars {hadoop_jar_path()} "
+            "(python -m tfship.jvm builds it; make setup does too)"
+        )
+    return found
+
+
 def preprocess_day(
     spark: SparkSession,
     storage: Storage,
     *,
     spec: DatasetSpec,
     day: dt.date,
-    webhdfs_endpoints: Sequence[str] = (),
-    hdfs_user: str = "root",
     eval_share: float = 0.1,
     train_shards: int = 4,
     eval_shards: int = 1,
     raw_root: str = DEFAULT_RAW_ROOT,
+    partitions: int | None = None,
 ) -> dict:
-    """Turn <raw_root>/<dataset>/dt=D into features/<dataset>/dt=D and quarantine/<dataset>/dt=D."""
+    """Turn <raw_root>/<dataset>/dt=D into features/<dataset>/dt=D and quarantine/<dataset>/dt=D.
+
+    Spark reads and writes through its own Hadoop client (`storage.uri` of every path); the
+    driver's `storage` lists, renames and writes the few small files around the job.
+    `partitions` (Spark's, of the write stage) changes how the work is spread, never the output;
+    by default there are enough to keep every core busy.
+    """
     if not 0.0 < eval_share < 1.0:
         raise PreprocessError(f"eval_share must be between 0 and 1, got {eval_share}")
     if train_shards < 1 or eval_shards < 1:
@@ -295,38 +380,40 @@ def preprocess_day(
         raise PreprocessError(f"raw partition {storage.uri(raw)} holds files of unknown format: {unknown}")
     text_uris = [storage.uri(posixpath.join(raw, n)) for n in names if n.endswith(TEXT_SUFFIXES)]
     parquet_uris = [storage.uri(posixpath.join(raw, n)) for n in names if n.endswith(PARQUET_SUFFIXES)]
+    writer_class = _named_file_output_format(spark)
 
     final_features, final_quarantine = features_dir(spec.name, day), quarantine_dir(spec.name, day)
     features_tmp, quarantine_tmp = _sibling(final_features, "inprogress"), _sibling(final_quarantine, "inprogress")
-    for temp in (features_tmp, quarantine_tmp):
+    job_output = _sibling(final_features, "spark")  # the committer's output: features/, quarantine/, stats/
+    temps = (job_output, features_tmp, quarantine_tmp)
+    for temp in temps:
         storage.delete(temp, recursive=True)
-        storage.makedirs(temp)
-    target = WriteTarget(
-        storage_root=storage.root_uri,
-        webhdfs_endpoints=tuple(webhdfs_endpoints),
-        hdfs_user=hdfs_user,
-        features_tmp=features_tmp,
-        quarantine_tmp=quarantine_tmp,
-        hashed_columns=spec.hashed_columns,
-        train_shards=train_shards,
-        eval_shards=eval_shards,
-    )
-    # Enough partitions to keep every core busy; a partition may hold several parts.
-    partitions = max(train_shards + eval_shards + 1, 2 * spark.sparkContext.defaultParallelism)
+    target = WriteTarget(hashed_columns=spec.hashed_columns, train_shards=train_shards, eval_shards=eval_shards)
+    # A partition may hold several parts; a part is never split.
+    partitions = partitions or max(train_shards + eval_shards + 1, 2 * spark.sparkContext.defaultParallelism)
     try:
         lines = read_raw_lines(spark, text_uris, parquet_uris)
         assigned = assign_partitions(
             lines, spec, eval_share=eval_share, train_shards=train_shards, eval_shards=eval_shards
         )
-        parts = (
+        pieces = (
             assigned.repartition(partitions, "part")
+            .sortWithinPartitions("part", "id", "value", "source")
             .rdd.mapPartitions(functools.partial(write_partition, target=target))
-            .collect()
         )
+        writer_class.save(spark.createDataFrame(pieces, FILES_SCHEMA)._jdf, storage.uri(job_output))
+        parts = _read_part_stats(storage, posixpath.join(job_output, STATS_OUT))
+        for name, temp in ((FEATURES_OUT, features_tmp), (QUARANTINE_OUT, quarantine_tmp)):
+            if storage.exists(posixpath.join(job_output, name)):
+                storage.rename(posixpath.join(job_output, name), temp)
+            else:
+                storage.makedirs(temp)
+        storage.delete(job_output, recursive=True)
         written = {shard["path"] for part in parts for shard in part["shards"]}
         parts.append(
-            {"rows_read": 0, "quarantined": {}, "labels": {}, "shards": write_empty_shards(storage, target, written)}
-        )
+            {"rows_read": 0, "quarantined": {}, "labels": {},
+             "shards": write_empty_shards(storage, features_tmp, target, written)}
+        )  # fmt: skip
         stats = merge_stats(
             parts,
             dataset=spec.name,
@@ -337,7 +424,7 @@ def preprocess_day(
             hashed_columns=list(spec.hashed_columns),
         )
     except Exception as err:
-        for temp in (features_tmp, quarantine_tmp):
+        for temp in temps:
             storage.delete(temp, recursive=True)
         if isinstance(err, PreprocessError):
             raise

@@ -80,7 +80,7 @@ def bin_counts(values: Any, feature: Feature) -> Any:
 
 
 class ProfileBuilder:
-    """Sums of the derived features over the images one partition writes (picklable, JSON out)."""
+    """Sums of the derived features over the images one output part writes (JSON out)."""
 
     def __init__(self) -> None:
         self.count = 0
@@ -91,27 +91,40 @@ class ProfileBuilder:
         self.lows = dict.fromkeys(FEATURE_NAMES, math.inf)
         self.highs = dict.fromkeys(FEATURE_NAMES, -math.inf)
         self.histograms = {name: [0] * BINS for name in FEATURE_NAMES}
+        self._pending: list[bytes] = []
 
     def add(self, images: Sequence[bytes]) -> None:
-        """Account for one part's raw 784-byte images, in a fixed order (by id), so reruns sum the same chunks."""
+        """Account for a part's raw 784-byte images, in a fixed order (by id), so reruns sum the same chunks.
+
+        Images may come in any number of calls: they are buffered into chunks of _CHUNK counted
+        from the part's first image, so the partial sums do not depend on how a caller batches.
+        """
+        self._pending.extend(images)
+        while len(self._pending) >= _CHUNK:
+            self._account(self._pending[:_CHUNK])
+            del self._pending[:_CHUNK]
+
+    def _account(self, images: Sequence[bytes]) -> None:
         import numpy as np
 
-        for start in range(0, len(images), _CHUNK):
-            chunk = np.frombuffer(b"".join(images[start : start + _CHUNK]), dtype=np.uint8).reshape(-1, IMAGE_BYTES)
-            self.count += len(chunk)
-            values = image_features(chunk)
-            for feature in FEATURES:
-                column = values[feature.name]
-                self.sums[feature.name].append(float(column.sum()))
-                self.squares[feature.name].append(float(np.square(column).sum()))
-                self.lows[feature.name] = min(self.lows[feature.name], float(column.min()))
-                self.highs[feature.name] = max(self.highs[feature.name], float(column.max()))
-                histogram = self.histograms[feature.name]
-                for index, count in enumerate(bin_counts(column, feature).tolist()):
-                    histogram[index] += count
+        chunk = np.frombuffer(b"".join(images), dtype=np.uint8).reshape(-1, IMAGE_BYTES)
+        self.count += len(chunk)
+        values = image_features(chunk)
+        for feature in FEATURES:
+            column = values[feature.name]
+            self.sums[feature.name].append(float(column.sum()))
+            self.squares[feature.name].append(float(np.square(column).sum()))
+            self.lows[feature.name] = min(self.lows[feature.name], float(column.min()))
+            self.highs[feature.name] = max(self.highs[feature.name], float(column.max()))
+            histogram = self.histograms[feature.name]
+            for index, count in enumerate(bin_counts(column, feature).tolist()):
+                histogram[index] += count
 
     def to_dict(self) -> dict[str, Any]:
-        """One partition's sums (merged by `merge_profiles`)."""
+        """One part's sums (merged by `merge_profiles`); ends the part: a partial last chunk is counted."""
+        if self._pending:
+            self._account(self._pending)
+            self._pending = []
         return {
             "count": self.count,
             "features": {

@@ -12,6 +12,7 @@ REASONS = (
     "broken_json",
     "not_an_object",
     "missing_id",
+    "ambiguous_id",  # Spark and Python read different ids from the line (a repeated "id" key)
     "label_not_integer",
     "label_out_of_range",
     "missing_pixels",
