@@ -146,3 +146,79 @@ def test_preprocess_on_yarn_writes_the_same_bytes_as_local(yarn_cluster):
         f"YARN 2 executors {yarn_s:.1f}s ({ROWS / yarn_s:,.0f} rows/s, {app['elapsedTime'] / 1000:.1f}s in YARN); "
         f"{len(local_files)} files byte-identical; tasks per executor {sorted(executors.values())}"
     )
+
+
+def daily_dag_task(task_id: str):
+    """A task of the daily DAG, from its file (no DagBag: nothing touches Airflow's database)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "tfship_daily_under_test", JOB.parents[2] / "dags" / "tfship_daily.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.dag.get_task(task_id)
+
+
+def test_the_dags_preprocess_in_cluster_mode_is_followed_through_the_resourcemanager(yarn_cluster, tmp_path):
+    """Cluster deploy mode as the README sets it up: the driver in the ApplicationMaster, spark-submit
+    returning at once (`yarn_track_via_rm_api`), the operator polling the ResourceManager's REST API."""
+    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+
+    from tfship.data.sampledata import write_day
+    from tfship.packaging import publish_library_zip
+    from tfship.storage import WebHdfsStorage
+
+    dag_task = daily_dag_task("preprocess")
+    storage = WebHdfsStorage(
+        f"{yarn_cluster.rpc_uri}{BASE}-cluster", [yarn_cluster.webhdfs_url], user=os.environ.get("USER", "root")
+    )
+    storage.delete("", recursive=True)
+    raw = write_day(storage, D, rows=1000, shards=2, bad_fraction=0.02)
+    env = {k: v for k, v in yarn_cluster.spark_env().items() if k != "PYTHONPATH"}
+    env["SPARK_CONF_DIR"] = str(yarn_cluster.write_spark_defaults(tmp_path / "spark-conf"))
+    env["AIRFLOW_CONN_SPARK_YARN_CLUSTER"] = json.dumps(
+        {
+            "conn_type": "spark",
+            "host": "yarn",
+            "extra": {
+                "deploy-mode": "cluster",
+                "spark-binary": "spark-submit",
+                "yarn_resourcemanager_webapp_address": yarn_cluster.rm_webapp_url,
+            },
+        }
+    )
+    preprocess = SparkSubmitOperator(
+        task_id="preprocess",
+        conn_id="spark_yarn_cluster",
+        application=dag_task.application,
+        jars=dag_task.jars,  # the DAG's own --jars
+        py_files=publish_library_zip(storage),
+        conf=dag_task.conf,
+        name=f"{APP_NAME}-cluster",
+        application_args=[
+            f"--day={D.isoformat()}",
+            "--dataset=mnist",
+            f"--storage-root={storage.root_uri}",
+            f"--webhdfs-endpoints={yarn_cluster.webhdfs_url}",
+            "--hdfs-user=root",
+        ],
+        yarn_track_via_rm_api=True,
+        status_poll_interval=1,  # the provider polls every 10 s at least
+    )
+    dag_task.pre_execute({})  # builds the jar, as on a worker that has not got it yet
+    known = {app["id"] for app in rm_apps(yarn_cluster)}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        preprocess.execute({})
+
+    [app] = [a for a in rm_apps(yarn_cluster) if a["id"] not in known]
+    assert (app["state"], app["finalStatus"], app["name"]) == ("FINISHED", "SUCCEEDED", f"{APP_NAME}-cluster"), app
+    # The driver ran in the ApplicationMaster's container: its log holds the job's stats line.
+    am_log = yarn_cluster.container_logs(app["id"], "stdout")
+    [am] = [text for container, text in am_log.items() if container.endswith("_000001")]
+    printed = json.loads(re.search(r"^TFSHIP_STATS (.*)$", am, re.MULTILINE).group(1))
+    assert printed["rows_read"] == 1000 and sum(printed["quarantined"].values()) == sum(raw.malformed.values())
+    features = f"features/mnist/dt={D.isoformat()}"
+    assert storage.list(features) == ["_SUCCESS", "_stats.json", "eval", "train"]
