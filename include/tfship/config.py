@@ -193,6 +193,14 @@ class Settings:
     balancer_reload: str = ""
     # Hosts released at once in a rolling release (the rest keep serving the stable version meanwhile).
     rollout_batch: int = 1
+    # Where the TF Serving containers this worker starts go. Set when the worker itself runs in a
+    # container (the compose stack): they join its network namespace and no path of its filesystem
+    # is handed to the engine; the serving dir is the Docker volume `serving_volume`, and a scratch
+    # copy (infra validation) is copied into the container. Empty: host network, paths bound.
+    worker_container: str = ""
+    serving_volume: str = ""
+    # The TF Serving image; empty: the real pinned image if present, else the stand-in.
+    serving_image: str = ""
     # Param name -> default for this environment (scheduled runs carry no conf); checked by the DAG's Params.
     param_defaults: Mapping[str, Any] = field(default_factory=dict)
     # When the schedule begins and whether the scheduler fills the days since then (catchup).
@@ -206,9 +214,16 @@ class Settings:
             raise ConfigError("raw wait timeout and poke interval must be positive seconds")
         if self.rollout_batch < 1:
             raise ConfigError(f"TFSHIP_ROLLOUT_BATCH={self.rollout_batch}: at least one host at a time")
+        if self.serving_volume and not self.worker_container:
+            raise ConfigError("TFSHIP_SERVING_VOLUME needs TFSHIP_WORKER_CONTAINER (the worker's container)")
         if bool(self.balancer_dir) != bool(self.balancer_reload):
             raise ConfigError("TFSHIP_BALANCER_DIR and TFSHIP_BALANCER_RELOAD go together: set both or neither")
         self.storage  # noqa: B018 - refuses an HDFS root without endpoints now, not at first use
+
+    @property
+    def serving_network_mode(self) -> str:
+        """The network of TF Serving containers this worker starts: its own container's, else the host's."""
+        return f"container:{self.worker_container}" if self.worker_container else "host"
 
     @property
     def storage(self) -> StorageConfig:
@@ -260,6 +275,13 @@ class Settings:
             kwargs["local_work_dir"] = env["TFSHIP_LOCAL_WORK_DIR"]
         if env.get("TFSHIP_HDFS_USER"):
             kwargs["hdfs_user"] = env["TFSHIP_HDFS_USER"]
+        for key, name in (
+            ("worker_container", "TFSHIP_WORKER_CONTAINER"),
+            ("serving_volume", "TFSHIP_SERVING_VOLUME"),
+            ("serving_image", "TFSHIP_SERVING_IMAGE"),
+        ):
+            if env.get(name):
+                kwargs[key] = env[name].strip()
         for key, name in (("dataset", "TFSHIP_DATASET"), ("model", "TFSHIP_MODEL")):
             if env.get(name):
                 kwargs[key] = env[name]

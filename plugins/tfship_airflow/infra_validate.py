@@ -90,6 +90,7 @@ class InfraValidateOperator(BaseOperator):
         from airflow.providers.docker.hooks.docker import DockerHook
 
         from tfship.alerts import build_alert
+        from tfship.config import Settings
         from tfship.paths import infra_validation_path
         from tfship.release.transfer import Source
         from tfship.serving.container import choose_image
@@ -97,8 +98,10 @@ class InfraValidateOperator(BaseOperator):
         from tfship.serving.infra_validate import InfraPolicy, validate_candidate
 
         engine = docker_url(self.docker_url)
+        placement = Settings.from_env()  # this worker's TFSHIP_WORKER_CONTAINER and TFSHIP_SERVING_IMAGE
         api = DockerHook(docker_conn_id=None, base_url=engine, version="auto").get_conn()
-        image = choose_image(api, self.image or None, build_standin=lambda: build_standin_image(engine))
+        requested = self.image or placement.serving_image or None
+        image = choose_image(api, requested, build_standin=lambda: build_standin_image(engine))
         storage = self.storage.open()
         recorded = recorded_pass(storage, str(self.candidate), image=image)
         if recorded is not None:
@@ -126,6 +129,7 @@ class InfraValidateOperator(BaseOperator):
             work_root=Path(self.work_dir) / "infra",
             policy=InfraPolicy(available_timeout_s=float(self.available_timeout_s), canary=canary),
             run_id=context.get("run_id"),
+            worker_container=placement.worker_container,
         )
         path = write_result(storage, result)
         data = result.to_dict() | {"record": storage.uri(path)}

@@ -180,6 +180,7 @@ class ReleaseHostOperator(BaseOperator):
     def _rollout(self) -> Any:
         from airflow.providers.docker.hooks.docker import DockerHook
 
+        from tfship.config import Settings
         from tfship.release.serving_dir import ServingDir
         from tfship.serving.canary import CanaryPolicy
         from tfship.serving.client import ServingClient
@@ -188,9 +189,12 @@ class ReleaseHostOperator(BaseOperator):
         from tfship.serving.rollout import HostRollout
 
         engine = docker_url(self.docker_url)
+        # This worker's placement of the containers it starts (TFSHIP_WORKER_CONTAINER, TFSHIP_SERVING_VOLUME).
+        placement = Settings.from_env()
         # docker_conn_id is a registry login, not the daemon: none is needed for local images.
         api = DockerHook(docker_conn_id=None, base_url=engine, version="auto").get_conn()
-        image = choose_image(api, self.image or None, build_standin=lambda: build_standin_image(engine))
+        requested = self.image or placement.serving_image or None
+        image = choose_image(api, requested, build_standin=lambda: build_standin_image(engine))
         where = self._serving_host()
         spec = ServingSpec(
             model=self.model,
@@ -202,6 +206,8 @@ class ReleaseHostOperator(BaseOperator):
             labelled=True,
             extra_flags=self.extra_flags,
             memory_limit=self.memory_limit or None,
+            network_mode=placement.serving_network_mode,
+            serving_volume=placement.serving_volume,
         )
         policy = CanaryPolicy(
             concurrency=self.concurrency,

@@ -171,3 +171,54 @@ class Balancer:
     def restore(self, host: str) -> None:
         """Put `host` back into rotation."""
         self._write(sorted(set(self.drained()) - {host}))
+
+
+def write_config(
+    conf_dir: str | os.PathLike[str],
+    backends: Sequence[Backend],
+    *,
+    listen: str,
+    rest_port: int,
+    grpc_port: int,
+    user: str | None = None,
+) -> Path:
+    """nginx.conf and the upstreams (every host in) under `conf_dir`, where nginx starts; returns nginx.conf.
+
+    Hosts a release drained stay drained: a restart of the writer must not put a host back mid-release.
+    """
+    directory = Path(conf_dir)
+    (directory / "tmp").mkdir(parents=True, exist_ok=True)
+    conf = directory / "nginx.conf"
+    conf.write_text(
+        render_nginx_conf(conf_dir=str(directory), listen=listen, rest_port=rest_port, grpc_port=grpc_port, user=user)
+    )
+    state = directory / STATE_FILE
+    drained = json.loads(state.read_text()) if state.exists() else []
+    (directory / UPSTREAMS_FILE).write_text(render_upstreams(backends, drained))
+    return conf
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m tfship.serving.balancer CONF_DIR`: nginx's config for the configured serving hosts."""
+    import argparse
+
+    from tfship.config import Settings
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("conf_dir")
+    parser.add_argument("--listen", default="0.0.0.0")
+    parser.add_argument("--rest-port", type=int, default=8501)
+    parser.add_argument("--grpc-port", type=int, default=8500)
+    parser.add_argument("--user", default=None, help="the user nginx's workers run as (nginx started as root)")
+    args = parser.parse_args(argv)
+    hosts = Settings.from_env().serving_hosts
+    backends = [Backend(h.name, h.address, h.rest_port, h.grpc_port) for h in hosts]
+    conf = write_config(
+        args.conf_dir, backends, listen=args.listen, rest_port=args.rest_port, grpc_port=args.grpc_port, user=args.user
+    )
+    print(f"{conf}: {', '.join(f'{b.name} at {b.address}:{b.rest_port}' for b in backends)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -30,6 +30,7 @@ SPEC_HASH_LABEL = "tfship.spec-hash"
 MODEL_LABEL = "tfship.model"
 MANAGED_LABEL = "tfship.managed"
 HOST_LABEL = "tfship.host"
+NETWORK_LABEL = "tfship.network"
 MANAGED_VALUE = "tfserving"
 CONFIG_MOUNT = "/etc/tfship/models.config"
 RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")
@@ -55,7 +56,13 @@ class ServingSpec:
     extra_flags: tuple[str, ...] = ()
     restart_policy: str = "unless-stopped"
     memory_limit: str | None = "2g"
+    # "host", "container:<name>" (share that container's network: a worker in a container) or a network.
     network_mode: str = "host"
+    # A Docker volume whose root is the serving dir: mounted instead of the path (the worker runs in a
+    # container, so its paths mean nothing to the engine).
+    serving_volume: str = ""
+    # Nothing mounted: the caller copies the serving dir into the created container (`copy_into`).
+    copy_in: bool = False
     config_digest: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -121,7 +128,9 @@ class ServingSpec:
 
     def binds(self) -> dict[str, dict[str, str]]:
         """Read-only mounts: the serving directory, and the model config file when given."""
-        binds = {self.serving_dir: {"bind": self.mount_path, "mode": "ro"}}
+        if self.copy_in:
+            return {}
+        binds = {self.serving_volume or self.serving_dir: {"bind": self.mount_path, "mode": "ro"}}
         if self.model_config_file:
             binds[self.model_config_file] = {"bind": CONFIG_MOUNT, "mode": "ro"}
         return binds
@@ -133,13 +142,17 @@ class ServingSpec:
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode("utf-8")).hexdigest()
 
     def labels(self) -> dict[str, str]:
-        """Labels that find the container again (model, managed) and tell its spec (hash)."""
-        return {
+        """Labels that find the container again (model, managed, the network it shares) and tell its spec (hash)."""
+        labels = {
             SPEC_HASH_LABEL: self.spec_hash(),
             MODEL_LABEL: self.model,
             HOST_LABEL: self.host or "local",
             MANAGED_LABEL: MANAGED_VALUE,
         }
+        if self.network_mode.startswith("container:"):
+            # Whoever removes that container (make stack-down) finds this one by it.
+            labels[NETWORK_LABEL] = self.network_mode
+        return labels
 
     def create_kwargs(self, api: Any) -> dict[str, Any]:
         """Arguments for `APIClient.create_container`."""
@@ -151,7 +164,7 @@ class ServingSpec:
         if self.memory_limit:
             host_config["mem_limit"] = self.memory_limit
         ports: list[int] = []
-        if self.network_mode != "host":
+        if self.network_mode != "host" and not self.network_mode.startswith("container:"):
             host_config["port_bindings"] = {8500: self.grpc_port, 8501: self.rest_port}
             ports = [8500, 8501]
         return {
@@ -163,6 +176,24 @@ class ServingSpec:
             "ports": ports,
             "host_config": api.create_host_config(**host_config),
         }
+
+
+def copy_into(api: Any, container_id: str, local_dir: Path, mount_path: str) -> None:
+    """Copy `local_dir` into a created (not started) container at `mount_path`, through the engine's API.
+
+    For a worker that runs in a container itself: its paths mean nothing to the engine, so nothing
+    is bound; the files travel as a tar stream (spooled to disk beside `local_dir`, never in memory).
+    """
+    import tarfile
+    import tempfile
+
+    parent, name = mount_path.rstrip("/").rsplit("/", 1)
+    with tempfile.TemporaryFile(dir=local_dir.parent) as spool:
+        with tarfile.open(fileobj=spool, mode="w") as archive:
+            archive.add(local_dir, arcname=name)
+        spool.seek(0)
+        if not api.put_archive(container_id, parent or "/", spool):
+            raise ServingError(f"copying {local_dir} into container {container_id[:12]} at {mount_path} failed")
 
 
 # ---------------------------------------------------------------- the container

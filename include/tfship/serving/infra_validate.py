@@ -33,7 +33,7 @@ from tfship.release.serving_dir import ModelVersion
 from tfship.release.transfer import Source, TransferError, TransferPolicy
 from tfship.serving.canary import CANARY_FILE, CanaryError, CanaryPolicy, Check, load_canary, run_canary
 from tfship.serving.client import ServingClient, ServingError, VersionLoadFailed
-from tfship.serving.container import MANAGED_LABEL, MODEL_LABEL, ServingSpec, container_alive_check
+from tfship.serving.container import MANAGED_LABEL, MODEL_LABEL, ServingSpec, container_alive_check, copy_into
 from tfship.serving.infra_checks import (
     WARMUP_FILE,
     InfraValidationResult,
@@ -124,8 +124,12 @@ class _Run:
         self.seconds[name] = round(now - since, 2)
         return now
 
-    def start(self, base: Path, rest_port: int, grpc_port: int) -> ServingClient:
-        """A fresh container of the hosts' image on the scratch copy; a leftover of the same name goes first."""
+    def start(self, base: Path, rest_port: int, grpc_port: int, worker_container: str = "") -> ServingClient:
+        """A fresh container of the hosts' image on the scratch copy; a leftover of the same name goes first.
+
+        From a worker in a container (`worker_container`), the server joins that container's network
+        and the copy is copied in rather than mounted.
+        """
         for container in self.api.containers(all=True, filters={"name": f"^/{self.name}$"}):
             self.api.remove_container(container["Id"], force=True)
         spec = ServingSpec(
@@ -137,10 +141,14 @@ class _Run:
             extra_flags=("--max_num_load_retries=0",),
             restart_policy="no",
             memory_limit=self.policy.memory_limit,
+            network_mode=f"container:{worker_container}" if worker_container else "host",
+            copy_in=bool(worker_container),
         )
         labels = {MODEL_LABEL: self.model, MANAGED_LABEL: MANAGED_VALUE, CANDIDATE_LABEL: self.candidate}
         created = self.api.create_container(**(spec.create_kwargs(self.api) | {"name": self.name, "labels": labels}))
         self.container_id = created["Id"]
+        if spec.copy_in:
+            copy_into(self.api, self.container_id, base, spec.mount_path)
         self.api.start(self.container_id)
         timeout = self.policy.canary.request_timeout_s
         return ServingClient(f"http://127.0.0.1:{rest_port}", self.model, timeout_s=timeout)
@@ -213,6 +221,7 @@ def validate_candidate(
     work_root: Path,
     policy: InfraPolicy | None = None,
     run_id: str | None = None,
+    worker_container: str = "",
 ) -> InfraValidationResult:
     """Stage, serve and query the candidate in a throwaway container; raises InfraError only when it could not run."""
     policy = policy or InfraPolicy()
@@ -228,7 +237,7 @@ def validate_candidate(
         if digest is not None:
             _make_readable(scratch)
             warmup = count_warmup_records(base / str(version) / WARMUP_FILE)
-            client = run.start(base, *free_ports(2))
+            client = run.start(base, *free_ports(2), worker_container=worker_container)
             mark = run.lap("start", mark)
             try:
                 if run.wait_for_version(client, version):
