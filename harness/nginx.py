@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness import PartUnavailable, apt_install
-from tfship.serving.balancer import UPSTREAMS_FILE, Backend, render_nginx_conf, render_upstreams
+from tfship.serving.balancer import Backend, write_config
 
 # Below Linux's ephemeral range (32768-60999): ports the kernel hands out for bind(0) and for
 # outgoing connections (Spark, YARN and TensorFlow in tests running beside these) never land
@@ -67,16 +67,14 @@ class NginxBalancer:
         binary = shutil.which("nginx") or "/usr/sbin/nginx"
         if not Path(binary).exists():
             apt_install("nginx-light", part="nginx: not installed")
-        (self.conf_dir / "tmp").mkdir(parents=True, exist_ok=True)
-        conf = render_nginx_conf(
-            conf_dir=str(self.conf_dir),
+        write_config(
+            self.conf_dir,
+            self.backends,
             listen="127.0.0.1",
             rest_port=self.rest_port,
             grpc_port=self.grpc_port,
             user="root",
         )
-        (self.conf_dir / "nginx.conf").write_text(conf)
-        (self.conf_dir / UPSTREAMS_FILE).write_text(render_upstreams(self.backends))
         self.process = subprocess.Popen(
             [binary, "-p", str(self.conf_dir), "-c", str(self.conf_dir / "nginx.conf"), "-g", "daemon off;"],
             stdout=subprocess.DEVNULL,

@@ -52,7 +52,7 @@ class Image:
     context: Path
     inputs: tuple[Path, ...]
     args: dict[str, str] = field(default_factory=dict)
-    after: tuple[str, ...] = ()  # images whose tags go into `args` (built first)
+    deps: str = ""  # the image built first whose tag is this one's DEPS (else it gets BASE)
 
 
 def _log(message: str) -> None:
@@ -99,8 +99,8 @@ def images() -> list[Image]:
         *small,
         Image("deps-control", stack / "airflow" / "deps.Dockerfile", root, requirements, {"PROFILE": "control"}),
         Image("deps-worker", stack / "airflow" / "deps.Dockerfile", root, requirements, {"PROFILE": "worker"}),
-        Image("airflow", stack / "airflow" / "Dockerfile", root, code, after=("deps-control",)),
-        Image("worker", stack / "airflow" / "Dockerfile", root, code, after=("deps-worker",)),
+        Image("airflow", stack / "airflow" / "Dockerfile", root, code, deps="deps-control"),
+        Image("worker", stack / "airflow" / "Dockerfile", root, code, deps="deps-worker"),
     ]
 
 
@@ -199,8 +199,8 @@ def build_all(base: str) -> dict[str, str]:
     tags: dict[str, str] = {"base": base_tag}
     for image in images():
         args = dict(image.args)
-        if image.after:
-            args["DEPS"] = tags[image.after[0]]
+        if image.deps:
+            args["DEPS"] = tags[image.deps]
         else:
             args["BASE"] = base_tag
         tag = content_tag(image, args)

@@ -153,7 +153,7 @@ class ReleaseHostOperator(BaseOperator):
             self._stop(context, str(skipped), RolloutStep.SUPERSEDED)
         balancer = None
         if self.balancer_dir:
-            backends = [Backend(h.name, h.address, h.rest_port, h.grpc_port) for h in self.hosts]
+            backends = [Backend.from_host(h) for h in self.hosts]
             balancer = Balancer(self.balancer_dir, backends, reloader(self.balancer_reload))
         drained = balancer.drain(self.host) if balancer is not None else False
         if drained:

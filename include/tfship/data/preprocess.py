@@ -238,12 +238,11 @@ class _PartWriter:
         shards = []
         if self.records is not None:
             yield from self.records.close()
-            split, _ = self.shard  # type: ignore[misc]
-            relative = self.records.name[len(FEATURES_OUT) + 1 :]
-            shards.append(
-                {"path": relative, "split": split, "records": self.written, "md5": self.records.md5.hexdigest(),
-                 "bytes": self.records.size}
-            )  # fmt: skip
+            split, shard = self.shard  # type: ignore[misc]
+            md5 = self.records.md5.hexdigest()
+            path = shard_path(split, shard)
+            size = self.records.size
+            shards.append({"path": path, "split": split, "records": self.written, "md5": md5, "bytes": size})
         if self.quarantine is not None:
             yield from self.quarantine.close()
         stats = {

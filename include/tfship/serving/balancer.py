@@ -18,6 +18,7 @@ import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tfship.errors import ConfigError, TfshipError
 
@@ -45,6 +46,11 @@ class Backend:
     address: str
     rest_port: int
     grpc_port: int
+
+    @classmethod
+    def from_host(cls, host: Any) -> Backend:
+        """The backend of a configured serving host (`tfship.config.ServingHost`)."""
+        return cls(host.name, host.address, host.rest_port, host.grpc_port)
 
 
 def render_upstreams(backends: Sequence[Backend], drained: Sequence[str] = ()) -> str:
@@ -212,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--user", default=None, help="the user nginx's workers run as (nginx started as root)")
     args = parser.parse_args(argv)
     hosts = Settings.from_env().serving_hosts
-    backends = [Backend(h.name, h.address, h.rest_port, h.grpc_port) for h in hosts]
+    backends = [Backend.from_host(h) for h in hosts]
     conf = write_config(
         args.conf_dir, backends, listen=args.listen, rest_port=args.rest_port, grpc_port=args.grpc_port, user=args.user
     )
