@@ -144,8 +144,6 @@ class GrpcServingClient:
         signature_name: str = DEFAULT_SIGNATURE,
     ) -> tuple[int, dict[str, Any]]:
         """Row-format predict over gRPC: `(200, {"predictions": [...]})` with plain lists, as REST answers."""
-        import numpy as np
-        import tensorflow as tf
         from tensorflow_serving.apis import predict_pb2
 
         code, inputs = self._inputs(version, label, signature_name)
@@ -158,12 +156,11 @@ class GrpcServingClient:
         else:  # several inputs: each instance is an object keyed by input name, as in REST
             columns = {name: [row[name] for row in instances] for name in inputs}
         for name, values in columns.items():
-            dtype = tf.dtypes.as_dtype(_DTYPES.get(inputs[name].get("dtype"), "float32"))
-            request.inputs[name].CopyFrom(tf.make_tensor_proto(np.asarray(values, dtype=dtype.as_numpy_dtype)))
+            request.inputs[name].CopyFrom(tensor_proto(values, inputs[name].get("dtype", "DT_FLOAT")))
         code, response = self._call(self._prediction.Predict, request)
         if code != 200:
             return code, response
-        outputs = {alias: tf.make_ndarray(proto).tolist() for alias, proto in response.outputs.items()}
+        outputs = {alias: ndarray(proto).tolist() for alias, proto in response.outputs.items()}
         if len(outputs) == 1:
             return 200, {"predictions": next(iter(outputs.values()))}
         rows = len(next(iter(outputs.values())))
@@ -181,15 +178,84 @@ class GrpcServingClient:
         return (code, {}) if code == 200 else (code, response)
 
 
+# TensorProto <-> numpy without TensorFlow's runtime: the serving hosts' image carries only
+# TensorFlow's proto modules. The dtypes a signature can declare, as numpy names.
 _DTYPES = {
     "DT_FLOAT": "float32",
     "DT_DOUBLE": "float64",
+    "DT_HALF": "float16",
+    "DT_INT8": "int8",
+    "DT_INT16": "int16",
     "DT_INT32": "int32",
     "DT_INT64": "int64",
-    "DT_STRING": "string",
-    "DT_BOOL": "bool",
     "DT_UINT8": "uint8",
+    "DT_UINT16": "uint16",
+    "DT_UINT32": "uint32",
+    "DT_UINT64": "uint64",
+    "DT_BOOL": "bool",
+    "DT_STRING": "object",
 }
+# Where a TensorProto without tensor_content keeps its values (tensor.proto).
+_VALUE_FIELDS = {
+    "DT_FLOAT": "float_val",
+    "DT_DOUBLE": "double_val",
+    "DT_HALF": "half_val",  # the float16 bit patterns, as int32
+    "DT_INT8": "int_val",
+    "DT_INT16": "int_val",
+    "DT_INT32": "int_val",
+    "DT_UINT8": "int_val",
+    "DT_UINT16": "int_val",
+    "DT_INT64": "int64_val",
+    "DT_UINT32": "uint32_val",
+    "DT_UINT64": "uint64_val",
+    "DT_BOOL": "bool_val",
+    "DT_STRING": "string_val",
+}
+
+
+def _dtype(name: str) -> Any:
+    import numpy as np
+
+    if name not in _DTYPES:
+        raise GrpcServingError(f"tensor dtype {name} is not supported by the gRPC client")
+    return np.dtype(_DTYPES[name]).newbyteorder("<")  # tensor_content is little-endian
+
+
+def tensor_proto(values: Any, dtype: str = "DT_FLOAT") -> Any:
+    """A TensorProto of `values` as the signature's dtype (numbers packed into tensor_content)."""
+    import numpy as np
+    from tensorflow.core.framework import tensor_pb2, types_pb2
+
+    proto = tensor_pb2.TensorProto(dtype=types_pb2.DataType.Value(dtype))
+    if dtype == "DT_STRING":
+        array = np.asarray(values, dtype=object)
+        proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode() for v in array.reshape(-1))
+    else:
+        array = np.asarray(values, dtype=_dtype(dtype))
+        proto.tensor_content = array.tobytes()
+    proto.tensor_shape.dim.extend(proto.tensor_shape.Dim(size=size) for size in array.shape)
+    return proto
+
+
+def ndarray(proto: Any) -> Any:
+    """The numpy array a TensorProto holds, from tensor_content or its typed value field."""
+    import numpy as np
+    from tensorflow.core.framework import types_pb2
+
+    name = types_pb2.DataType.Name(proto.dtype)
+    shape = [dim.size for dim in proto.tensor_shape.dim]
+    dtype = _dtype(name)
+    if proto.tensor_content:
+        return np.frombuffer(proto.tensor_content, dtype=dtype).reshape(shape)
+    field = list(getattr(proto, _VALUE_FIELDS[name]))
+    if name == "DT_HALF":
+        values = np.array(field, dtype=np.uint16).view(np.float16)
+    else:
+        values = np.array(field, dtype=dtype)
+    size = int(np.prod(shape))
+    if 0 < values.size < size:  # fewer values than elements: the last one repeats
+        values = np.concatenate([values, np.repeat(values[-1:], size - values.size)])
+    return values.reshape(shape)
 
 
 def _error_code_name(code: int) -> str:
