@@ -6,6 +6,7 @@ the docker provider's `DockerHook.get_conn()` returns).
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import logging
@@ -256,7 +257,9 @@ def reconcile_container(api: Any, spec: ServingSpec, *, stop_timeout_s: int = 2)
             )
     current = named[0] if named else None
     others = [c for c in existing if current is None or c["Id"] != current["Id"]]
-    if current is not None and current.get("State") == "running" and current["Labels"].get(SPEC_HASH_LABEL) == wanted:
+    same_spec = current is not None and current["Labels"].get(SPEC_HASH_LABEL) == wanted
+    orphaned = _network_owner_restarted(api, spec, current) if same_spec and current.get("State") == "running" else None
+    if same_spec and current.get("State") == "running" and orphaned is None:
         removed = tuple(_remove(api, c, stop_timeout_s) for c in others)
         return ContainerAction(
             ContainerChange.KEPT, current["Id"], spec.container_name, wanted, "same spec, running", removed
@@ -265,6 +268,8 @@ def reconcile_container(api: Any, spec: ServingSpec, *, stop_timeout_s: int = 2)
         reason = "no container yet" if not others else "only leftovers of an interrupted deploy"
     elif current.get("State") != "running":
         reason = f"container was {current.get('State')} ({current.get('Status', '')})"
+    elif orphaned is not None:
+        reason = orphaned
     else:
         reason = f"spec changed ({current['Labels'].get(SPEC_HASH_LABEL, 'no hash')[:12]} -> {wanted[:12]})"
     was_serving = current is not None and current.get("State") == "running"
@@ -275,6 +280,35 @@ def reconcile_container(api: Any, spec: ServingSpec, *, stop_timeout_s: int = 2)
     action = ContainerChange.RECREATED if current is not None else ContainerChange.CREATED
     log.info("%s container %s (%s): %s", action, spec.container_name, created["Id"][:12], reason)
     return ContainerAction(action, created["Id"], spec.container_name, wanted, reason, removed, stopped_at)
+
+
+def _started_ns(timestamp: str) -> int:
+    """The engine's RFC 3339 StartedAt (nanoseconds, trailing zeros trimmed) as integer nanoseconds, UTC."""
+    stamp, _, fraction = timestamp.rstrip("Z").partition(".")
+    seconds = datetime.datetime.fromisoformat(stamp).replace(tzinfo=datetime.UTC).timestamp()
+    return int(seconds) * 1_000_000_000 + int((fraction or "0").ljust(9, "0")[:9])
+
+
+def _network_owner_restarted(api: Any, spec: ServingSpec, current: dict[str, Any]) -> str | None:
+    """Why a running container in another container's network must be recreated, or None.
+
+    A container started with network_mode `container:<owner>` keeps the namespace it joined. When the
+    owner (the serving host's worker) restarts, it gets a new namespace and the old one loses its
+    interfaces: TF Serving still runs but nothing can reach it. Its start time then precedes the owner's.
+    """
+    if not spec.network_mode.startswith("container:"):
+        return None
+    owner = spec.network_mode.split(":", 1)[1]
+    try:
+        owner_state = api.inspect_container(owner)["State"]
+    except Exception as err:  # the engine's NotFound or another API error
+        raise ServingError(
+            f"TF Serving joins the network of container {owner}, which cannot be inspected: {err}"
+        ) from err
+    ours = api.inspect_container(current["Id"])["State"]
+    if _started_ns(ours["StartedAt"]) < _started_ns(owner_state["StartedAt"]):
+        return f"its network's container {owner} restarted after it (the namespace it joined is gone)"
+    return None
 
 
 def container_alive_check(api: Any, container_id: str) -> Callable[[], None]:
