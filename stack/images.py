@@ -99,7 +99,9 @@ def images() -> list[Image]:
         *small,
         Image("deps-control", stack / "airflow" / "deps.Dockerfile", root, requirements, {"PROFILE": "control"}),
         Image("deps-worker", stack / "airflow" / "deps.Dockerfile", root, requirements, {"PROFILE": "worker"}),
+        Image("deps-serving", stack / "airflow" / "serving-deps.Dockerfile", root, requirements, deps="deps-control"),
         Image("airflow", stack / "airflow" / "Dockerfile", root, code, deps="deps-control"),
+        Image("serving-host", stack / "airflow" / "Dockerfile", root, code, deps="deps-serving"),
         Image("worker", stack / "airflow" / "Dockerfile", root, code, deps="deps-worker"),
     ]
 
