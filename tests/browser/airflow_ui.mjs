@@ -7,8 +7,9 @@
 //   node airflow_ui.mjs page --base-url URL --path PATH --shots DIR --name NAME [--expect-text TEXT ...]
 //
 // Exit codes: 0 ok, 1 the UI did not do what was asked (a failure screenshot is taken), 2 bad usage.
-// The UI is assumed to need no login ([core] simple_auth_manager_all_admins = True); the REST
-// calls made to cross-check go without a token, or with "Authorization: Bearer $AIRFLOW_API_TOKEN".
+// Without $AIRFLOW_API_TOKEN the UI is assumed to need no login ([core] simple_auth_manager_all_admins
+// = True). With it (a JWT from the api-server's /auth/token), the browser carries it as the UI's
+// session cookie `_token` and the REST calls made to cross-check as "Authorization: Bearer ...".
 // Backfill "from"/"to" are logical dates (= data_interval_start for a CronDataIntervalTimetable),
 // both inclusive, typed at 00:00 in the UTC timezone the browser is pinned to.
 
@@ -84,7 +85,7 @@ async function rest(baseUrl, method, apiPath, body) {
   return text ? JSON.parse(text) : null;
 }
 
-async function openBrowser(timeoutMs) {
+async function openBrowser(timeoutMs, baseUrl) {
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
@@ -97,6 +98,9 @@ async function openBrowser(timeoutMs) {
     locale: 'en-US',
     timezoneId: 'UTC',
   });
+  if (process.env.AIRFLOW_API_TOKEN && baseUrl) {
+    await context.addCookies([{ name: '_token', value: process.env.AIRFLOW_API_TOKEN, url: trimSlash(baseUrl) }]);
+  }
   context.setDefaultTimeout(Math.min(timeoutMs, 30_000));
   context.setDefaultNavigationTimeout(timeoutMs);
   const page = await context.newPage();
@@ -422,7 +426,7 @@ async function main() {
   const ctx = { dir, shots: [], timeoutMs: timeoutS * 1000 };
   let browser;
   try {
-    const opened = await openBrowser(ctx.timeoutMs);
+    const opened = await openBrowser(ctx.timeoutMs, opts['base-url']);
     browser = opened.browser;
     ctx.page = opened.page;
     const result = await COMMANDS[command](opts, ctx);

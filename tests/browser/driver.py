@@ -111,14 +111,20 @@ def _last_json_line(stdout: str) -> dict[str, Any] | None:
     return None
 
 
-def run_ui(command: str, *args: str, timeout_s: float = 180) -> dict[str, Any]:
-    """Run `node airflow_ui.mjs COMMAND ARGS...` and return its JSON line; raise UIDriverError on failure."""
+def run_ui(command: str, *args: str, timeout_s: float = 180, token: str | None = None) -> dict[str, Any]:
+    """Run `node airflow_ui.mjs COMMAND ARGS...` and return its JSON line; raise UIDriverError on failure.
+
+    `token`: a JWT from the api-server's /auth/token for a UI that asks for a login; the browser
+    carries it as the UI's session cookie and the script's REST calls as a bearer token.
+    """
     ensure_browser_deps()
     argv = [shutil.which("node") or "node", str(SCRIPT), command, *args]
     if "--timeout-s" not in args:
         # Let the script give up (and take its failure screenshot) before this process kills it.
         argv += ["--timeout-s", str(max(10, int(timeout_s) - 30))]
     env = {**os.environ, "CHROMIUM": chromium_path()}
+    if token is not None:
+        env["AIRFLOW_API_TOKEN"] = token
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, env=env, check=False)
     except subprocess.TimeoutExpired as err:
