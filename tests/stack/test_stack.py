@@ -97,6 +97,8 @@ def stack(docker_base_url) -> Iterator[Stack]:
         # The scheduled run the unpaused DAG starts finds no data for yesterday: let it give up soon,
         # since it holds the DAG's one active run slot before the triggered run.
         "TFSHIP_RAW_WAIT_TIMEOUT_S": "60",
+        # The killed serving host's task is failed (then retried) a minute after its last heartbeat.
+        "TFSHIP_STACK_HEARTBEAT_TIMEOUT_S": "60",
         **{
             f"TFSHIP_STACK_{name}_PORT": str(free_port())
             for name in ("UI", "REST", "GRPC", "NAMENODE", "HTTPFS1", "HTTPFS2")
@@ -174,23 +176,59 @@ def test_a_file_written_through_one_gateway_is_read_through_the_other_and_the_na
 
 
 DAY = "2026-11-25"
+SERVING_DIR = "/srv/tfserving/mnist"
+# About 30 s for the ~1.6 MB candidate: a window wide enough to kill a host in the middle of it.
+PUBLISH_RATE_BPS = 50_000
+ARTIFACTS = Path(os.environ.get("TFSHIP_ARTIFACTS_DIR", PROJECT_ROOT / "var" / "artifacts"))
 
 
-def test_the_daily_run_on_the_stack_publishes_to_both_hosts_and_nginx_answers(stack):
+def _staged_files(stack: Stack, host: str) -> list[str]:
+    """Files under the host's `.staging-*` directories (a publication in progress), read in its container."""
+    done = stack.compose(
+        "exec", "-T", host, "find", SERVING_DIR, "-mindepth", "2", "-path", f"{SERVING_DIR}/.staging-*", "-type", "f"
+    )  # fmt: skip
+    return done.stdout.split() if done.returncode == 0 else []
+
+
+@pytest.fixture(scope="module")
+def daily_run(stack) -> dict:
+    """The daily run on the stack, with serving-2's worker killed in the middle of its publication.
+
+    The sample day goes in through the HttpFS gateways, as a producer outside the stack would; the
+    run is triggered through the REST API with the admin login. Once serving-2's copy has files in
+    its staging directory, that host's Celery worker container is killed (SIGKILL, as a lost
+    machine) and started again, and the task is cleared through the REST API.
+    """
     import datetime as dt
 
     from tfship.data.sampledata import write_day
     from tfship.storage import WebHdfsStorage
 
-    # The sample day goes in through the HttpFS gateways, as a producer outside the stack would.
     storage = WebHdfsStorage("hdfs://namenode:8020/tfship", stack.httpfs, user="airflow")
     write_day(storage, dt.date.fromisoformat(DAY), rows=4000)
+    conf = {"day": DAY, "publish_rate_bps": PUBLISH_RATE_BPS}
     run = stack.api(
-        "/api/v2/dags/tfship_daily/dagRuns",
-        {"dag_run_id": f"stack-test-{DAY}", "logical_date": None, "conf": {"day": DAY}},
+        "/api/v2/dags/tfship_daily/dagRuns", {"dag_run_id": f"stack-test-{DAY}", "logical_date": None, "conf": conf}
     )
     started = time.monotonic()
     path = f"/api/v2/dags/tfship_daily/dagRuns/{run['dag_run_id']}"
+    copy = f"{path}/taskInstances/publish_model/1"
+
+    def publishing() -> list[str] | None:
+        if stack.api(copy)["state"] != "running":
+            return None
+        return _staged_files(stack, "serving-2") or None
+
+    staged = _until("serving-2's copy of publish_model to have staged files", publishing, 2400, every_s=1)
+    killed = stack.env["TFSHIP_STACK_PROJECT"] + "-serving-2"
+    done = subprocess.run(["docker", "kill", killed], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    say(f"stack: killed {killed} with {len(staged)} files staged, {time.monotonic() - started:.0f}s into the run")
+    subprocess.run(["docker", "start", killed], capture_output=True, text=True, check=True)
+    cleared = stack.api(
+        "/api/v2/dags/tfship_daily/clearTaskInstances",
+        {"dry_run": False, "dag_run_id": run["dag_run_id"], "task_ids": [["publish_model", 1]], "only_failed": False},
+    )  # fmt: skip
     finished = _until(
         "the triggered run to finish",
         lambda: (state := stack.api(path)["state"]) in ("success", "failed") and state,
@@ -198,23 +236,29 @@ def test_the_daily_run_on_the_stack_publishes_to_both_hosts_and_nginx_answers(st
         every_s=10,
     )
     tis = stack.api(f"{path}/taskInstances?limit=100")["task_instances"]
-    states = {(t["task_id"], t["map_index"]): (t["state"], t["queue"], t["hostname"]) for t in tis}
-    assert finished == "success", states
-    say(f"stack: the daily run (4,000 rows) took {time.monotonic() - started:.0f}s from the REST trigger to success")
-    # Each host's copies ran on its own queue, on its own worker.
+    say(f"stack: the daily run (4,000 rows, one host killed) took {time.monotonic() - started:.0f}s to {finished}")
+    return {"run_id": run["dag_run_id"], "state": finished, "tis": tis, "cleared": cleared, "staged": staged}
+
+
+def _served(stack: Stack, host: str) -> list[str]:
+    done = stack.compose("exec", "-T", host, "curl", "-fsS", f"http://{host}:8501/v1/models/mnist")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return [v["version"] for v in json.loads(done.stdout)["model_version_status"] if v["state"] == "AVAILABLE"]
+
+
+def test_the_daily_run_on_the_stack_publishes_to_both_hosts_and_nginx_answers(stack, daily_run):
+    states = {(t["task_id"], t["map_index"]): (t["state"], t["queue"], t["hostname"]) for t in daily_run["tis"]}
+    assert daily_run["state"] == "success", states
+    # Each host's copies ran on its own queue, on its own worker; Spark ran on the default worker.
     for index, host in enumerate(("serving-1", "serving-2")):
         for task in ("publish_model", "release_host"):
             assert states[(task, index)] == ("success", host, host), (task, index, states[(task, index)])
     assert states[("preprocess", -1)][1:] == ("default", "worker")
     # Every host serves the new version from its own volume, and nginx answers from it.
-    versions = set()
-    for host in ("serving-1", "serving-2"):
-        done = stack.compose("exec", "-T", host, "curl", "-fsS", f"http://{host}:8501/v1/models/mnist")
-        assert done.returncode == 0, done.stdout + done.stderr
-        available = [v["version"] for v in json.loads(done.stdout)["model_version_status"] if v["state"] == "AVAILABLE"]
-        assert len(available) == 1, (host, done.stdout)
-        versions.add(available[0])
-    assert len(versions) == 1 and next(iter(versions)).startswith(DAY.replace("-", "")), versions
+    versions = {host: _served(stack, host) for host in ("serving-1", "serving-2")}
+    assert all(len(v) == 1 for v in versions.values()), versions
+    assert versions["serving-1"] == versions["serving-2"], versions
+    assert versions["serving-1"][0].startswith(DAY.replace("-", "")), versions
     body = json.dumps({"instances": [[[[0.0]] * 28] * 28]}).encode()
     request = urllib.request.Request(
         f"{stack.rest}/v1/models/mnist:predict", data=body, headers={"Content-Type": "application/json"}
@@ -222,3 +266,47 @@ def test_the_daily_run_on_the_stack_publishes_to_both_hosts_and_nginx_answers(st
     with urllib.request.urlopen(request, timeout=60) as answer:
         predictions = json.loads(answer.read())["predictions"]
     assert len(predictions) == 1 and len(predictions[0]) == 10 and abs(sum(predictions[0]) - 1) < 1e-3
+
+
+def test_the_killed_host_converges_to_the_new_version_with_no_staging_left(stack, daily_run):
+    cleared = {(t["task_id"], t["map_index"]) for t in daily_run["cleared"]["task_instances"]}
+    assert ("publish_model", 1) in cleared, daily_run["cleared"]
+    copy = next(t for t in daily_run["tis"] if (t["task_id"], t["map_index"]) == ("publish_model", 1))
+    assert copy["state"] == "success" and copy["try_number"] >= 2, copy
+    listing = stack.compose("exec", "-T", "serving-2", "ls", "-A", SERVING_DIR)
+    assert listing.returncode == 0, listing.stderr
+    names = listing.stdout.split()
+    assert not [n for n in names if n.startswith(".staging-")], names
+    (served,) = _served(stack, "serving-2")
+    assert served in names and _staged_files(stack, "serving-2") == []
+    # The new version's files are whole: the same manifest digest on both hosts' disks.
+    digests = {}
+    for host in ("serving-1", "serving-2"):
+        done = stack.compose(
+            "exec", "-T", host, "sh", "-c", f"cd {SERVING_DIR}/{served} && find . -type f | sort | xargs md5sum"
+        )
+        assert done.returncode == 0, done.stderr
+        digests[host] = done.stdout
+    assert digests["serving-1"] == digests["serving-2"] and "saved_model.pb" in digests["serving-1"]
+    # The api-server fetches the retried copy's log from serving-2's log server (a request signed with
+    # the secret key the stack shares); the retry removed what the killed attempt had staged.
+    logs = stack.api(
+        f"/api/v2/dags/tfship_daily/dagRuns/{daily_run['run_id']}/taskInstances/publish_model/logs/"
+        f"{copy['try_number']}?map_index=1&full_content=true"
+    )
+    text = json.dumps(logs)
+    assert f"published version {served}" in text, text[-3000:]
+    assert "left behind by an interrupted run" in text, text[-3000:]
+
+
+def test_the_run_grid_in_the_stack_ui(stack, daily_run):
+    from tests.browser.driver import run_ui
+
+    shot = run_ui(
+        "page", "--base-url", stack.ui, "--path", f"/dags/tfship_daily/runs/{daily_run['run_id']}",
+        "--shots", str(ARTIFACTS), "--name", "stack-run-grid", "--expect-text", "publish_model",
+        "--expect-text", "release_host", token=stack.token(),
+    )  # fmt: skip
+    assert shot["screenshot"].endswith("stack-run-grid.png") and Path(shot["screenshot"]).stat().st_size > 10_000
+    assert "/login" not in shot["url"], shot["url"]
+    say(f"stack: the run's grid from the stack's api-server: {shot['screenshot']}")
