@@ -8,6 +8,7 @@ is torn down with its volumes at the end.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -244,6 +245,33 @@ def _served(stack: Stack, host: str) -> list[str]:
     done = stack.compose("exec", "-T", host, "curl", "-fsS", f"http://{host}:8501/v1/models/mnist")
     assert done.returncode == 0, done.stdout + done.stderr
     return [v["version"] for v in json.loads(done.stdout)["model_version_status"] if v["state"] == "AVAILABLE"]
+
+
+def _hdfs(base: str, path: str, op: str) -> bytes:
+    with urllib.request.urlopen(f"{base}/webhdfs/v1{path}?op={op}&user.name=airflow", timeout=60) as answer:
+        return answer.read()
+
+
+def _listing(stack: Stack, path: str) -> dict[str, dict]:
+    """A directory's entries as the NameNode lists them (metadata only: no DataNode is reached)."""
+    statuses = json.loads(_hdfs(stack.namenode, path, "LISTSTATUS"))["FileStatuses"]["FileStatus"]
+    return {status["pathSuffix"]: status for status in statuses}
+
+
+def test_the_run_wrote_features_and_the_served_candidate_to_hdfs(stack, daily_run):
+    features = f"/tfship/features/mnist/dt={DAY}"
+    assert {"_SUCCESS", "train", "eval"} <= set(_listing(stack, features)), _listing(stack, features)
+    shards = _listing(stack, f"{features}/train")
+    assert shards and all(s["type"] == "FILE" and s["length"] > 0 for s in shards.values()), shards
+    candidates = [name for name in _listing(stack, "/tfship/models/mnist/candidates") if name.startswith(DAY)]
+    assert len(candidates) == 1, candidates
+    # The bytes each host serves are the candidate's on HDFS (read back through a gateway).
+    (served,) = _served(stack, "serving-1")
+    on_hdfs = _hdfs(stack.httpfs[1], f"/tfship/models/mnist/candidates/{candidates[0]}/saved_model.pb", "OPEN")
+    for host in ("serving-1", "serving-2"):
+        done = stack.compose("exec", "-T", host, "md5sum", f"{SERVING_DIR}/{served}/saved_model.pb")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split()[0] == hashlib.md5(on_hdfs).hexdigest(), host
 
 
 def test_the_daily_run_on_the_stack_publishes_to_both_hosts_and_nginx_answers(stack, daily_run):
