@@ -216,7 +216,11 @@ def daily_run(stack) -> dict:
     copy = f"{path}/taskInstances/publish_model/1"
 
     def publishing() -> list[str] | None:
-        if stack.api(copy)["state"] != "running":
+        state = stack.api(copy)["state"]
+        if state in ("success", "failed", "upstream_failed", "skipped", "removed"):
+            run_state = stack.api(path)["state"]
+            raise AssertionError(f"serving-2's copy ended ({state}, run {run_state}) before its staging was seen")
+        if state != "running":
             return None
         return _staged_files(stack, "serving-2") or None
 
