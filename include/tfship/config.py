@@ -223,7 +223,9 @@ class Settings:
     @property
     def serving_network_mode(self) -> str:
         """The network of TF Serving containers this worker starts: its own container's, else the host's."""
-        return f"container:{self.worker_container}" if self.worker_container else "host"
+        from tfship.serving.container import worker_network_mode
+
+        return worker_network_mode(self.worker_container)
 
     @property
     def storage(self) -> StorageConfig:

@@ -142,6 +142,12 @@ class ServingSpec:
         fields.update(command=self.command(), environment=self.environment(), binds=self.binds())
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode("utf-8")).hexdigest()
 
+    @property
+    def network_owner(self) -> str:
+        """The container whose network namespace this one joins (`container:<name>`), else ""."""
+        kind, _, owner = self.network_mode.partition(":")
+        return owner if kind == "container" else ""
+
     def labels(self) -> dict[str, str]:
         """Labels that find the container again (model, managed, the network it shares) and tell its spec (hash)."""
         labels = {
@@ -150,7 +156,7 @@ class ServingSpec:
             HOST_LABEL: self.host or "local",
             MANAGED_LABEL: MANAGED_VALUE,
         }
-        if self.network_mode.startswith("container:"):
+        if self.network_owner:
             # Whoever removes that container (make stack-down) finds this one by it.
             labels[NETWORK_LABEL] = self.network_mode
         return labels
@@ -165,7 +171,7 @@ class ServingSpec:
         if self.memory_limit:
             host_config["mem_limit"] = self.memory_limit
         ports: list[int] = []
-        if self.network_mode != "host" and not self.network_mode.startswith("container:"):
+        if self.network_mode != "host" and not self.network_owner:
             host_config["port_bindings"] = {8500: self.grpc_port, 8501: self.rest_port}
             ports = [8500, 8501]
         return {
@@ -177,6 +183,11 @@ class ServingSpec:
             "ports": ports,
             "host_config": api.create_host_config(**host_config),
         }
+
+
+def worker_network_mode(worker_container: str) -> str:
+    """The network of the TF Serving containers a worker starts: its own container's, else the host's."""
+    return f"container:{worker_container}" if worker_container else "host"
 
 
 def copy_into(api: Any, container_id: str, local_dir: Path, mount_path: str) -> None:
@@ -257,9 +268,10 @@ def reconcile_container(api: Any, spec: ServingSpec, *, stop_timeout_s: int = 2)
             )
     current = named[0] if named else None
     others = [c for c in existing if current is None or c["Id"] != current["Id"]]
+    running = current is not None and current.get("State") == "running"
     same_spec = current is not None and current["Labels"].get(SPEC_HASH_LABEL) == wanted
-    orphaned = _network_owner_restarted(api, spec, current) if same_spec and current.get("State") == "running" else None
-    if same_spec and current.get("State") == "running" and orphaned is None:
+    orphaned = _network_owner_restarted(api, spec, current) if running and same_spec else None
+    if running and same_spec and orphaned is None:
         removed = tuple(_remove(api, c, stop_timeout_s) for c in others)
         return ContainerAction(
             ContainerChange.KEPT, current["Id"], spec.container_name, wanted, "same spec, running", removed
@@ -272,9 +284,8 @@ def reconcile_container(api: Any, spec: ServingSpec, *, stop_timeout_s: int = 2)
         reason = orphaned
     else:
         reason = f"spec changed ({current['Labels'].get(SPEC_HASH_LABEL, 'no hash')[:12]} -> {wanted[:12]})"
-    was_serving = current is not None and current.get("State") == "running"
     removed = tuple(_remove(api, c, stop_timeout_s) for c in ([current] if current else []) + others)
-    stopped_at = time.monotonic() if was_serving else None
+    stopped_at = time.monotonic() if running else None
     created = api.create_container(**spec.create_kwargs(api))
     api.start(created["Id"])
     action = ContainerChange.RECREATED if current is not None else ContainerChange.CREATED
@@ -296,9 +307,9 @@ def _network_owner_restarted(api: Any, spec: ServingSpec, current: dict[str, Any
     owner (the serving host's worker) restarts, it gets a new namespace and the old one loses its
     interfaces: TF Serving still runs but nothing can reach it. Its start time then precedes the owner's.
     """
-    if not spec.network_mode.startswith("container:"):
+    owner = spec.network_owner
+    if not owner:
         return None
-    owner = spec.network_mode.split(":", 1)[1]
     try:
         owner_state = api.inspect_container(owner)["State"]
     except Exception as err:  # the engine's NotFound or another API error

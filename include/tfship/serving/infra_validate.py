@@ -33,7 +33,14 @@ from tfship.release.serving_dir import ModelVersion
 from tfship.release.transfer import Source, TransferError, TransferPolicy
 from tfship.serving.canary import CANARY_FILE, CanaryError, CanaryPolicy, Check, load_canary, run_canary
 from tfship.serving.client import ServingClient, ServingError, VersionLoadFailed
-from tfship.serving.container import MANAGED_LABEL, MODEL_LABEL, ServingSpec, container_alive_check, copy_into
+from tfship.serving.container import (
+    MANAGED_LABEL,
+    MODEL_LABEL,
+    ServingSpec,
+    container_alive_check,
+    copy_into,
+    worker_network_mode,
+)
 from tfship.serving.infra_checks import (
     WARMUP_FILE,
     InfraValidationResult,
@@ -141,7 +148,7 @@ class _Run:
             extra_flags=("--max_num_load_retries=0",),
             restart_policy="no",
             memory_limit=self.policy.memory_limit,
-            network_mode=f"container:{worker_container}" if worker_container else "host",
+            network_mode=worker_network_mode(worker_container),
             copy_in=bool(worker_container),
         )
         labels = {MODEL_LABEL: self.model, MANAGED_LABEL: MANAGED_VALUE, CANDIDATE_LABEL: self.candidate}
